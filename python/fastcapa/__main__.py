@@ -1,0 +1,3 @@
+from fastcapa.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,282 @@
+"""`fastcapa dump`: the way back, Kafka to a capture file (pycapa's consumer).
+
+Reads the topic's records (key = capture time in µs, value = frame) and writes
+them as a classic pcap file that tcpdump and tshark read. Without --follow it
+stops at the end offsets seen at start. Records of several partitions are
+merged into time order through a bounded reorder window. --from/--to seek with
+Kafka's offsets-for-times (the probe sets each record's Kafka timestamp to the
+capture time) and then filter on the key itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import struct
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import IO
+
+from fastcapa.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    _HelpFormatter,
+    _Parser,
+    fail,
+    kafka_options,
+)
+from fastcapa.config import kafka_settings
+from fastcapa.errors import ConfigError, FastcapaError, KafkaError
+
+# Frames held back to put the records of several partitions in time order.
+REORDER_WINDOW = 10_000
+# The largest snapshot length libpcap accepts in a file header.
+PCAP_SNAPLEN = 262_144
+
+
+class PcapWriter:
+    """Writes the classic pcap format (microsecond timestamps, host byte order
+    as libpcap does). Writing it is a fixed 24-byte header and a 16-byte header
+    per record; reading capture files, the hard part, is left to libpcap."""
+
+    def __init__(self, stream: IO[bytes], linktype: int) -> None:
+        self.stream = stream
+        stream.write(struct.pack("=IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, PCAP_SNAPLEN, linktype))
+
+    def write(self, ts_us: int, frame: bytes) -> None:
+        seconds, micros = divmod(ts_us, 1_000_000)
+        self.stream.write(
+            struct.pack("=IIII", seconds & 0xFFFFFFFF, micros, len(frame), len(frame))
+        )
+        self.stream.write(frame)
+
+
+def parse_time(text: str) -> int:
+    """ISO 8601 (UTC unless it says otherwise) or epoch microseconds -> epoch µs."""
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected ISO 8601 or epoch microseconds, got {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def dump_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="fastcapa dump",
+        description="Write what a Kafka topic holds (fastcapa's messages) as a pcap file.",
+        formatter_class=_HelpFormatter,
+    )
+    kafka_options(parser)
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "-o",
+        "--output",
+        default="-",
+        metavar="FILE",
+        help="pcap file to write, - for standard output",
+    )
+    output.add_argument(
+        "--from",
+        dest="start",
+        type=parse_time,
+        metavar="TIME",
+        help="first capture time (ISO 8601 or epoch µs), matched on the key",
+    )
+    output.add_argument(
+        "--to", dest="end", type=parse_time, metavar="TIME", help="last capture time (inclusive)"
+    )
+    output.add_argument(
+        "--count", type=int, default=0, metavar="N", help="stop after N frames (0: all)"
+    )
+    output.add_argument(
+        "--linktype",
+        type=int,
+        default=1,
+        metavar="N",
+        help="link-layer header type of the file (1: Ethernet)",
+    )
+    output.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep reading new records; without it, stop at the end offsets seen at start",
+    )
+    output.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for Kafka's answers",
+    )
+    return parser
+
+
+def run_dump(argv: list[str]) -> int:
+    args = dump_parser().parse_args(argv)
+    try:
+        if args.count < 0:
+            raise ConfigError(f"--count must not be negative, got {args.count}")
+        if not 0 <= args.linktype <= 0xFFFF:
+            raise ConfigError(f"--linktype must be a link-layer type number, got {args.linktype}")
+        settings = kafka_settings(args.config, args.overrides, args.kafka_broker)
+        dumper = Dumper(settings, args.topic, args.timeout)
+    except FastcapaError as e:
+        return fail(EXIT_USAGE, e)
+    try:
+        stream = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
+    except OSError as e:
+        return fail(EXIT_USAGE, ConfigError(f"cannot write {args.output}: {e.strerror}"))
+    try:
+        written = dumper.dump(
+            PcapWriter(stream, args.linktype), args.start, args.end, args.count, args.follow
+        )
+        stream.flush()
+    except FastcapaError as e:
+        return fail(EXIT_FAILED, e)
+    except KeyboardInterrupt:
+        stream.flush()
+        return EXIT_OK
+    finally:
+        dumper.close()
+        if stream is not sys.stdout.buffer:
+            stream.close()
+    print(f"fastcapa dump: {written} frames from topic {args.topic}", file=sys.stderr)
+    return EXIT_OK
+
+
+class Dumper:
+    def __init__(self, settings: dict[str, str], topic: str, timeout: float) -> None:
+        from confluent_kafka import Consumer, KafkaException
+
+        self.topic, self.timeout = topic, timeout
+        config = {
+            **settings,
+            "group.id": f"fastcapa-dump-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+        }
+        try:
+            self.consumer = Consumer(config)
+        except KafkaException as e:
+            raise ConfigError(f"invalid Kafka setting: {e.args[0].str()}") from None
+        try:
+            metadata = self.consumer.list_topics(topic, timeout=timeout)
+        except KafkaException as e:
+            raise KafkaError(f"cannot reach Kafka: {e.args[0].str()}") from None
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None or not described.partitions:
+            raise ConfigError(f"topic {topic!r} does not exist")
+        self.partitions = sorted(described.partitions)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def dump(
+        self, writer: PcapWriter, start: int | None, end: int | None, count: int, follow: bool
+    ) -> int:
+        from confluent_kafka import KafkaError as Error
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            ends = {
+                p: self.consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=self.timeout
+                )[1]
+                for p in self.partitions
+            }
+            assignment = [TopicPartition(self.topic, p, 0) for p in self.partitions]
+            if start is not None:
+                wanted = [TopicPartition(self.topic, p, start // 1000) for p in self.partitions]
+                found = self.consumer.offsets_for_times(wanted, timeout=self.timeout)
+                # -1: no record at or after that time; start at the end.
+                assignment = [
+                    TopicPartition(
+                        self.topic,
+                        tp.partition,
+                        tp.offset if tp.offset >= 0 else ends[tp.partition],
+                    )
+                    for tp in found
+                ]
+        except KafkaException as e:
+            raise KafkaError(f"cannot read offsets of {self.topic}: {e.args[0].str()}") from None
+        pending = {tp.partition for tp in assignment if follow or tp.offset < ends[tp.partition]}
+        self.consumer.assign(assignment)
+        window: list[tuple[int, int, bytes]] = []
+        sequence = written = skipped = 0
+        progress = _Progress()
+
+        def emit(limit: int) -> bool:
+            nonlocal written
+            while len(window) > limit:
+                ts, _, frame = heapq.heappop(window)
+                writer.write(ts, frame)
+                written += 1
+                if count and written >= count:
+                    return True
+            return False
+
+        while pending:
+            batch = self.consumer.consume(num_messages=1000, timeout=0.2)
+            for message in batch:
+                error = message.error()
+                partition = message.partition()
+                if error is not None:
+                    if error.code() == Error._PARTITION_EOF:
+                        if not follow:
+                            pending.discard(partition)
+                        continue
+                    raise KafkaError(f"reading {self.topic}: {error.str()}")
+                if not follow and message.offset() >= ends[partition] - 1:
+                    pending.discard(partition)
+                if not follow and message.offset() >= ends[partition]:
+                    continue
+                key = message.key()
+                if key is None or len(key) != 8:
+                    skipped += 1
+                    continue
+                ts = int.from_bytes(key, "big")
+                if (start is not None and ts < start) or (end is not None and ts > end):
+                    continue
+                heapq.heappush(window, (ts, sequence, message.value() or b""))
+                sequence += 1
+            # Following a quiet topic, nothing more may come: write what is held.
+            if emit(0 if follow and not batch else REORDER_WINDOW):
+                return written
+            progress.show(written + len(window))
+        emit(0)
+        progress.done()
+        if skipped:
+            print(
+                f"fastcapa dump: skipped {skipped} records whose key is not 8 bytes",
+                file=sys.stderr,
+            )
+        return written
+
+
+class _Progress:
+    """A progress line on stderr, only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.last = time.monotonic()
+
+    def show(self, frames: int) -> None:
+        if self.enabled and time.monotonic() - self.last >= 1.0:
+            self.last = time.monotonic()
+            sys.stderr.write(f"\rfastcapa dump: {frames} frames read")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")

@@ -1,0 +1,158 @@
+"""Statistics: the stage totals of SPEC §4, their rates, and the reports.
+
+The native workers keep raw counters (`counters()` dicts); this module gives
+them their meaning: which figures make each stage's row, the accounting sum of
+SPEC §2, rates between two reports, and the table, JSON and metrics forms.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import IO
+
+STAGES = ("nic", "rx", "tx", "kaf")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One stage: what came in, what waits, what went on, what was dropped."""
+
+    taken_in: int
+    queued: int | None
+    out: int
+    drops: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """All figures of one report."""
+
+    at: float
+    nic: Row
+    rx: Row
+    tx: Row
+    kaf: Row
+    queues: list[dict[str, int]] = field(default_factory=list)
+    workers: list[dict[str, int]] = field(default_factory=list)
+    delivered_bytes: int = 0
+
+    @classmethod
+    def collect(
+        cls,
+        queues: list[dict[str, int]],
+        ring_fill: list[int],
+        workers: list[dict[str, int]],
+    ) -> Snapshot:
+        def total(rows: list[dict[str, int]], key: str) -> int:
+            return sum(row[key] for row in rows)
+
+        taken = total(queues, "taken")
+        produced = total(workers, "produced")
+        delivered = total(workers, "delivered")
+        failed = total(workers, "failed")
+        for i, fill in enumerate(ring_fill):
+            if i < len(queues):
+                queues[i] = {**queues[i], "ring_fill": fill}
+        return cls(
+            at=time.time(),
+            nic=Row(total(queues, "nic_packets"), None, taken, total(queues, "nic_drops")),
+            rx=Row(taken, sum(ring_fill), total(queues, "enqueued"), total(queues, "ring_full")),
+            tx=Row(total(workers, "dequeued"), None, produced, total(workers, "dropped")),
+            kaf=Row(produced, max(0, produced - delivered - failed), delivered, failed),
+            queues=queues,
+            workers=workers,
+            delivered_bytes=total(workers, "delivered_bytes"),
+        )
+
+    def rows(self) -> dict[str, Row]:
+        return {stage: getattr(self, stage) for stage in STAGES}
+
+    def accounting_errors(self) -> list[str]:
+        """The sums of SPEC §2, as the final report must make them."""
+        errors = []
+        nic, rx, tx, kaf = self.nic, self.rx, self.tx, self.kaf
+        if nic.taken_in != rx.taken_in + nic.drops:
+            errors.append(
+                f"nic in {nic.taken_in} != taken in {rx.taken_in} + nic drops {nic.drops}"
+            )
+        lost = kaf.out + rx.drops + tx.drops + kaf.drops
+        if rx.taken_in != lost:
+            errors.append(
+                f"taken in {rx.taken_in} != delivered {kaf.out} + rx drops {rx.drops}"
+                f" + tx drops {tx.drops} + kaf drops {kaf.drops}"
+            )
+        return errors
+
+    def as_json(self, previous: Snapshot | None, final: bool = False) -> dict:
+        rates = _rates(self, previous)
+        return {
+            "time": round(self.at, 3),
+            "final": final,
+            **{
+                stage: {**asdict(row), "in_per_s": rates[stage][0], "out_per_s": rates[stage][1]}
+                for stage, row in self.rows().items()
+            },
+            "delivered_bytes": self.delivered_bytes,
+            "queues": self.queues,
+            "workers": self.workers,
+        }
+
+
+def _rates(now: Snapshot, previous: Snapshot | None) -> dict[str, tuple[float, float]]:
+    if previous is None or now.at <= previous.at:
+        return {stage: (0.0, 0.0) for stage in STAGES}
+    span = now.at - previous.at
+    old = previous.rows()
+    return {
+        stage: (
+            round((row.taken_in - old[stage].taken_in) / span, 1),
+            round((row.out - old[stage].out) / span, 1),
+        )
+        for stage, row in now.rows().items()
+    }
+
+
+def _human(rate: float) -> str:
+    for unit, scale in (("M", 1e6), ("k", 1e3)):
+        if rate >= scale:
+            return f"{rate / scale:.1f}{unit}/s"
+    return f"{rate:.0f}/s"
+
+
+def format_table(now: Snapshot, previous: Snapshot | None) -> str:
+    """fastcapa's four-row table, with per-second rates beside the totals."""
+    rates = _rates(now, previous)
+    lines = [
+        "       ---------- in ---------  --- queued ---  --------- out ---------  ---- drops ----"
+    ]
+    for stage, row in now.rows().items():
+        in_rate, out_rate = rates[stage]
+        queued = "-" if row.queued is None else str(row.queued)
+        lines.append(
+            f"{'[' + stage + ']':<6} {row.taken_in:>14} {_human(in_rate):>9}"
+            f"  {queued:>14}  {row.out:>14} {_human(out_rate):>9}  {row.drops:>15}"
+        )
+    return "\n".join(lines)
+
+
+class Reporter:
+    """Writes each report to stderr (table) and, when asked, a JSON-lines file."""
+
+    def __init__(self, stream: IO[str], json_path: str | None) -> None:
+        self.stream = stream
+        self.json_file = open(json_path, "a", encoding="utf-8") if json_path else None  # noqa: SIM115
+        self.previous: Snapshot | None = None
+
+    def report(self, now: Snapshot, final: bool = False) -> None:
+        self.stream.write(format_table(now, self.previous) + "\n")
+        self.stream.flush()
+        if self.json_file:
+            self.json_file.write(json.dumps(now.as_json(self.previous, final)) + "\n")
+            self.json_file.flush()
+        self.previous = now
+
+    def close(self) -> None:
+        if self.json_file:
+            self.json_file.close()

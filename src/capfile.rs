@@ -1,0 +1,140 @@
+//! The capture-file source: replays a pcap or pcapng file through the same
+//! receive queues and transmit rings as a live capture.
+//!
+//! libpcap reads the file (both formats, both byte orders, micro- and
+//! nanosecond resolution; nanoseconds are truncated to microseconds, which is
+//! what the Kafka key holds). One thread reads records in file order and
+//! spreads them over the queues by flow hash, so a replay exercises the whole
+//! pipeline. A file cannot lose frames by waiting, so where a live receive
+//! worker drops on a full ring, the file source waits for room.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pcap::{Capture, Offline, Precision};
+
+use crate::counters::{bump, RxCounters};
+use crate::flow::flow_hash;
+use crate::ring::RingWriter;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("{path}: corrupt after record {records}: {reason}")]
+    Corrupt {
+        path: String,
+        records: u64,
+        reason: String,
+    },
+}
+
+/// An open capture file, not yet read.
+pub struct CaptureFile {
+    capture: Capture<Offline>,
+    path: String,
+}
+
+impl CaptureFile {
+    pub fn open(path: &str) -> Result<CaptureFile, FileError> {
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(FileError::Open {
+                path: path.to_string(),
+                reason: e.to_string(),
+            });
+        }
+        let capture = Capture::from_file_with_precision(path, Precision::Micro).map_err(|e| {
+            FileError::Open {
+                path: path.to_string(),
+                reason: describe(e),
+            }
+        })?;
+        Ok(CaptureFile {
+            capture,
+            path: path.to_string(),
+        })
+    }
+
+    /// The file's link-layer header type (1 = Ethernet).
+    pub fn linktype(&self) -> i32 {
+        self.capture.get_datalink().0
+    }
+
+    /// Reads records into the rings until the end of the file, `count`
+    /// records (0 = all), `stop`, or damage in the file. Records before the
+    /// damage are all enqueued before the error is returned.
+    pub fn replay(
+        mut self,
+        rings: &mut [RingWriter],
+        counters: &[Arc<RxCounters>],
+        snaplen: u32,
+        count: u64,
+        stop: &AtomicBool,
+    ) -> Result<(), FileError> {
+        let queues = rings.len() as u32;
+        let mut records = 0u64;
+        while !stop.load(Ordering::Relaxed) && (count == 0 || records < count) {
+            let packet = match self.capture.next_packet() {
+                Ok(packet) => packet,
+                Err(pcap::Error::NoMorePackets) => return Ok(()),
+                Err(e) => {
+                    return Err(FileError::Corrupt {
+                        path: self.path.clone(),
+                        records,
+                        reason: describe(e),
+                    })
+                }
+            };
+            records += 1;
+            let header = packet.header;
+            let ts_us = (header.ts.tv_sec as u64)
+                .wrapping_mul(1_000_000)
+                .wrapping_add(header.ts.tv_usec as u64);
+            let data = match snaplen {
+                0 => packet.data,
+                n => &packet.data[..packet.data.len().min(n as usize)],
+            };
+            let hash = flow_hash(data);
+            let queue = (hash % queues) as usize;
+            let stats = &counters[queue];
+            bump(&stats.nic_packets, 1);
+            bump(&stats.taken, 1);
+            bump(&stats.taken_bytes, data.len() as u64);
+            let mut idle = 0u32;
+            loop {
+                let pushed = rings[queue].push_with(hash / queues, |slot| {
+                    slot.ts_us = ts_us;
+                    slot.wire_len = header.len;
+                    slot.flow_hash = hash;
+                    slot.data.clear();
+                    slot.data.extend_from_slice(data);
+                });
+                if pushed {
+                    bump(&stats.enqueued, 1);
+                    break;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    bump(&stats.ring_full, 1);
+                    return Ok(());
+                }
+                // The ring is full: Kafka is slower than the disk. Wait for room.
+                idle += 1;
+                if idle < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// libpcap's own words, without the crate's wrapping.
+fn describe(error: pcap::Error) -> String {
+    match error {
+        pcap::Error::PcapError(text) => text,
+        other => other.to_string(),
+    }
+}

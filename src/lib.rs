@@ -1,0 +1,20 @@
+//! fastcapa's data plane. Each module is one stage of the pipeline
+//! (see DESIGN.md): capture sources, the transmit ring, the transmit worker
+//! and its producer, and the counters they share. `py` is the only module
+//! that knows about Python.
+
+pub mod capfile;
+pub mod counters;
+pub mod flow;
+pub mod producer;
+pub mod ring;
+pub mod tx;
+
+mod py;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _fastcapa(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    py::register(m)
+}

@@ -1,0 +1,274 @@
+//! One Kafka producer, as a transmit worker uses it.
+//!
+//! Built on `rdkafka`'s `BaseProducer` (its own librdkafka), whose context
+//! counts every delivery report. Frames are produced with
+//! `rd_kafka_produceva` on a topic handle made once, so the per-frame call
+//! allocates nothing on our side: librdkafka copies key and value into its own
+//! queue (`RD_KAFKA_MSG_F_COPY`), and the slot goes back to the ring at once.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::bindings as rd;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext, PurgeConfig};
+use rdkafka::ClientContext;
+
+use crate::counters::{bump, TxCounters};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    /// A librdkafka property it does not know, or a value it refuses.
+    #[error("invalid Kafka setting {key}={value}: {reason}")]
+    Setting {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("cannot create the Kafka producer: {0}")]
+    Create(String),
+    #[error("cannot reach Kafka at {bootstrap} within {seconds} s: {reason}")]
+    Unreachable {
+        bootstrap: String,
+        seconds: f64,
+        reason: String,
+    },
+}
+
+/// The producer's context: counts delivery reports into the worker's
+/// counters, appends librdkafka's statistics to a file when asked, and
+/// reports global errors on stderr.
+pub struct DeliveryCounter {
+    counters: Arc<TxCounters>,
+    stats_file: Option<Mutex<File>>,
+    name: String,
+}
+
+impl ClientContext for DeliveryCounter {
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Some(file) = &self.stats_file {
+            if let Ok(mut file) = file.lock() {
+                // One JSON object per line, as Metron's fastcapa wrote them.
+                let _ = file
+                    .write_all(statistics)
+                    .and_then(|_| file.write_all(b"\n"));
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        eprintln!("fastcapa: {}: kafka: {error}: {reason}", self.name);
+    }
+}
+
+impl ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(message) => {
+                bump(&self.counters.delivered, 1);
+                let len = message.payload_len() as u64;
+                bump(&self.counters.delivered_bytes, len);
+            }
+            Err(_) => bump(&self.counters.failed, 1),
+        }
+    }
+}
+
+/// Outcome of offering one frame to the producer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offer {
+    Queued,
+    /// The producer's queue is full (`queue.buffering.max.messages`/`kbytes`).
+    QueueFull,
+    /// librdkafka refused the message for good (e.g. larger than `message.max.bytes`).
+    Refused(String),
+}
+
+pub struct KafkaProducer {
+    producer: BaseProducer<DeliveryCounter>,
+    topic: *mut rd::rd_kafka_topic_t,
+    bootstrap: String,
+}
+
+// SAFETY: the topic handle is reference-counted and thread-safe in librdkafka;
+// it is only destroyed in Drop, once, by the owner.
+unsafe impl Send for KafkaProducer {}
+// SAFETY: librdkafka's client and topic handles may be used from any thread.
+unsafe impl Sync for KafkaProducer {}
+
+impl KafkaProducer {
+    /// Creates a producer from librdkafka settings (global and topic-level
+    /// properties mixed; librdkafka sorts them) for one topic.
+    pub fn new(
+        name: &str,
+        settings: &[(String, String)],
+        topic: &str,
+        counters: Arc<TxCounters>,
+        stats_file: Option<File>,
+    ) -> Result<KafkaProducer, ProducerError> {
+        let mut config = ClientConfig::new();
+        for (key, value) in settings {
+            config.set(key, value);
+        }
+        let context = DeliveryCounter {
+            counters,
+            stats_file: stats_file.map(Mutex::new),
+            name: name.to_string(),
+        };
+        let producer: BaseProducer<DeliveryCounter> =
+            config.create_with_context(context).map_err(|e| match e {
+                KafkaError::ClientConfig(_, reason, key, value) => {
+                    ProducerError::Setting { key, value, reason }
+                }
+                other => ProducerError::Create(other.to_string()),
+            })?;
+        let topic_name = CString::new(topic)
+            .map_err(|_| ProducerError::Create(format!("topic name {topic:?} holds a NUL")))?;
+        // SAFETY: the client pointer is valid for the producer's lifetime; a
+        // null topic conf means the defaults from the global configuration.
+        let handle = unsafe {
+            rd::rd_kafka_topic_new(
+                producer.client().native_ptr(),
+                topic_name.as_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        if handle.is_null() {
+            return Err(ProducerError::Create(format!(
+                "cannot open topic {topic:?}"
+            )));
+        }
+        Ok(KafkaProducer {
+            producer,
+            topic: handle,
+            bootstrap: config.get("bootstrap.servers").unwrap_or("").to_string(),
+        })
+    }
+
+    /// Waits up to `timeout` for the cluster to answer a metadata request.
+    pub fn check_connection(&self, timeout: Duration) -> Result<(), ProducerError> {
+        self.producer
+            .client()
+            .fetch_metadata(None, timeout)
+            .map(|_| ())
+            .map_err(|e| ProducerError::Unreachable {
+                bootstrap: self.bootstrap.clone(),
+                seconds: timeout.as_secs_f64(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Number of partitions of the topic, from the cluster's metadata.
+    pub fn partition_count(&self, topic: &str, timeout: Duration) -> Option<usize> {
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(Some(topic), timeout)
+            .ok()?;
+        let count = metadata.topics().first()?.partitions().len();
+        (count > 0).then_some(count)
+    }
+
+    /// Offers one frame: key = capture time in µs (8 bytes, big-endian), the
+    /// record's Kafka timestamp = capture time in ms, `partition` < 0 lets
+    /// librdkafka's partitioner choose by key.
+    #[inline]
+    pub fn offer(&self, ts_us: u64, partition: i32, value: &[u8]) -> Offer {
+        let key = ts_us.to_be_bytes();
+        let vu = |vtype, u| rd::rd_kafka_vu_t { vtype, u };
+        use rd::rd_kafka_vtype_t::*;
+        use rd::rd_kafka_vu_s__bindgen_ty_1 as U;
+        let mem = |ptr: *const u8, size: usize| U {
+            mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 {
+                ptr: ptr as *mut _,
+                size,
+            },
+        };
+        let args = [
+            vu(RD_KAFKA_VTYPE_RKT, U { rkt: self.topic }),
+            vu(RD_KAFKA_VTYPE_PARTITION, U { i32_: partition }),
+            vu(
+                RD_KAFKA_VTYPE_MSGFLAGS,
+                U {
+                    i: rd::RD_KAFKA_MSG_F_COPY,
+                },
+            ),
+            vu(RD_KAFKA_VTYPE_KEY, mem(key.as_ptr(), key.len())),
+            vu(RD_KAFKA_VTYPE_VALUE, mem(value.as_ptr(), value.len())),
+            vu(
+                RD_KAFKA_VTYPE_TIMESTAMP,
+                U {
+                    i64_: (ts_us / 1000) as i64,
+                },
+            ),
+        ];
+        // SAFETY: every pointer in `args` is valid for the call; with
+        // RD_KAFKA_MSG_F_COPY librdkafka copies key and value before it
+        // returns, and it keeps no reference to `args`.
+        let error = unsafe {
+            rd::rd_kafka_produceva(
+                self.producer.client().native_ptr(),
+                args.as_ptr(),
+                args.len(),
+            )
+        };
+        if error.is_null() {
+            return Offer::Queued;
+        }
+        // SAFETY: `error` is a valid error object that we own and destroy once.
+        unsafe {
+            let code = rd::rd_kafka_error_code(error);
+            let outcome = if code == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__QUEUE_FULL {
+                Offer::QueueFull
+            } else {
+                let text = std::ffi::CStr::from_ptr(rd::rd_kafka_error_string(error));
+                Offer::Refused(text.to_string_lossy().into_owned())
+            };
+            rd::rd_kafka_error_destroy(error);
+            outcome
+        }
+    }
+
+    /// Serves delivery reports (and statistics), waiting up to `timeout` for one.
+    pub fn poll(&self, timeout: Duration) {
+        self.producer.poll(timeout);
+    }
+
+    /// Messages in the producer not yet acknowledged or failed.
+    pub fn in_flight(&self) -> usize {
+        self.producer.in_flight_count().max(0) as usize
+    }
+
+    /// Waits up to `timeout` for everything queued to be acknowledged.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.producer.flush(timeout).is_ok()
+    }
+
+    /// Fails everything still queued or in flight; their delivery reports
+    /// (counted as failed) are served before this returns.
+    pub fn purge(&self) {
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        // Purged messages report through the delivery callback; serve them.
+        for _ in 0..100 {
+            self.producer.poll(Duration::from_millis(10));
+            if self.in_flight() == 0 {
+                break;
+            }
+        }
+    }
+}
+
+impl Drop for KafkaProducer {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from rd_kafka_topic_new and is destroyed
+        // once, before the client that owns it.
+        unsafe { rd::rd_kafka_topic_destroy(self.topic) };
+    }
+}

@@ -1,0 +1,63 @@
+//! The Python exception tree. The CLI turns each into one line and an exit
+//! status: `ConfigError` and `CaptureError` at start are usage errors (2),
+//! anything raised while running is a failure (1).
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+
+create_exception!(
+    fastcapa,
+    FastcapaError,
+    PyException,
+    "Base of fastcapa's errors."
+);
+create_exception!(
+    fastcapa,
+    ConfigError,
+    FastcapaError,
+    "A setting is invalid."
+);
+create_exception!(
+    fastcapa,
+    CaptureError,
+    FastcapaError,
+    "A capture source failed."
+);
+create_exception!(
+    fastcapa,
+    KafkaError,
+    FastcapaError,
+    "Kafka refused or cannot be reached."
+);
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("FastcapaError", py.get_type::<FastcapaError>())?;
+    m.add("ConfigError", py.get_type::<ConfigError>())?;
+    m.add("CaptureError", py.get_type::<CaptureError>())?;
+    m.add("KafkaError", py.get_type::<KafkaError>())?;
+    Ok(())
+}
+
+impl From<crate::producer::ProducerError> for PyErr {
+    fn from(error: crate::producer::ProducerError) -> PyErr {
+        use crate::producer::ProducerError::*;
+        match error {
+            Setting { .. } => ConfigError::new_err(error.to_string()),
+            Create(_) | Unreachable { .. } => KafkaError::new_err(error.to_string()),
+        }
+    }
+}
+
+impl From<crate::capfile::FileError> for PyErr {
+    fn from(error: crate::capfile::FileError) -> PyErr {
+        CaptureError::new_err(error.to_string())
+    }
+}
+
+impl From<crate::ring::RingError> for PyErr {
+    fn from(error: crate::ring::RingError) -> PyErr {
+        ConfigError::new_err(error.to_string())
+    }
+}

@@ -1,0 +1,17 @@
+//! The Python-facing layer: thin `#[pyclass]` wrappers over the plain Rust
+//! stages, so the control plane can build the topology from objects. Nothing
+//! below this folder knows about Python.
+
+pub mod errors;
+pub mod workers;
+
+use pyo3::prelude::*;
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::register(m)?;
+    m.add_class::<workers::TxRing>()?;
+    m.add_class::<workers::FileSource>()?;
+    m.add_class::<workers::TxWorker>()?;
+    m.add("LIBRDKAFKA_VERSION", rdkafka::util::get_rdkafka_version().1)?;
+    Ok(())
+}

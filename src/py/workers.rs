@@ -1,0 +1,357 @@
+//! Rings and workers as Python objects. Each worker's loop runs on a named
+//! native thread that never attaches to Python; these wrappers only start,
+//! steer, join and read counters.
+
+use std::fs::OpenOptions;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::errors::{ConfigError, FastcapaError};
+use crate::capfile::CaptureFile;
+use crate::counters::{RxCounters, TxCounters};
+use crate::producer::KafkaProducer;
+use crate::ring::{ring, LaneReader, RingGauge, RingWriter};
+use crate::tx::{TxConfig, TxControl};
+
+/// A native thread and the means to wait for it without holding the GIL.
+#[derive(Default)]
+struct Thread(Mutex<Option<JoinHandle<()>>>);
+
+impl Thread {
+    fn spawn(&self, name: String, body: impl FnOnce() + Send + 'static) -> PyResult<()> {
+        let mut slot = self.0.lock().unwrap();
+        if slot.is_some() {
+            return Err(FastcapaError::new_err(format!(
+                "{name} was already started"
+            )));
+        }
+        let handle = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(body)
+            .map_err(|e| FastcapaError::new_err(format!("cannot start thread {name}: {e}")))?;
+        *slot = Some(handle);
+        Ok(())
+    }
+
+    /// Waits up to `timeout` seconds (None = forever) for the thread to end;
+    /// true once it has ended (or never started).
+    fn join(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+        let done = py.detach(|| loop {
+            let finished = match &*self.0.lock().unwrap() {
+                Some(handle) => handle.is_finished(),
+                None => true,
+            };
+            if finished {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        });
+        if done {
+            if let Some(handle) = self.0.lock().unwrap().take() {
+                let _ = handle.join();
+            }
+        }
+        done
+    }
+}
+
+/// A transmit ring: `size` preallocated slots per lane, one lane per
+/// transmit worker that serves it.
+#[pyclass(frozen, module = "fastcapa._fastcapa")]
+pub struct TxRing {
+    writer: Mutex<Option<RingWriter>>,
+    readers: Mutex<Vec<Option<LaneReader>>>,
+    gauge: RingGauge,
+}
+
+#[pymethods]
+impl TxRing {
+    #[new]
+    #[pyo3(signature = (size, lanes = 1, slot_bytes = 2048))]
+    fn new(size: usize, lanes: usize, slot_bytes: usize) -> PyResult<Self> {
+        let (writer, readers, gauge) = ring(size, lanes, slot_bytes)?;
+        Ok(TxRing {
+            writer: Mutex::new(Some(writer)),
+            readers: Mutex::new(readers.into_iter().map(Some).collect()),
+            gauge,
+        })
+    }
+
+    /// Frames waiting in the ring.
+    fn fill(&self) -> usize {
+        self.gauge.fill()
+    }
+
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.gauge.capacity()
+    }
+
+    #[getter]
+    fn lanes(&self) -> usize {
+        self.readers.lock().unwrap().len()
+    }
+}
+
+impl TxRing {
+    fn take_writer(&self) -> PyResult<RingWriter> {
+        self.writer
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| ConfigError::new_err("this ring already has its receive worker"))
+    }
+
+    fn take_reader(&self, lane: usize) -> PyResult<LaneReader> {
+        let mut readers = self.readers.lock().unwrap();
+        let count = readers.len();
+        readers
+            .get_mut(lane)
+            .ok_or_else(|| ConfigError::new_err(format!("ring has {count} lanes, no lane {lane}")))?
+            .take()
+            .ok_or_else(|| ConfigError::new_err(format!("lane {lane} already has its worker")))
+    }
+}
+
+fn rx_dict<'py>(py: Python<'py>, counters: &RxCounters) -> PyResult<Bound<'py, PyDict>> {
+    let s = counters.snapshot();
+    let d = PyDict::new(py);
+    d.set_item("nic_packets", s.nic_packets)?;
+    d.set_item("nic_drops", s.nic_drops)?;
+    d.set_item("taken", s.taken)?;
+    d.set_item("taken_bytes", s.taken_bytes)?;
+    d.set_item("enqueued", s.enqueued)?;
+    d.set_item("ring_full", s.ring_full)?;
+    Ok(d)
+}
+
+/// The receive worker of a replay: reads a capture file into the rings.
+#[pyclass(frozen, module = "fastcapa._fastcapa")]
+pub struct FileSource {
+    file: Mutex<Option<(CaptureFile, Vec<RingWriter>)>>,
+    linktype: i32,
+    snaplen: u32,
+    count: u64,
+    counters: Vec<Arc<RxCounters>>,
+    stop: Arc<AtomicBool>,
+    error: Arc<Mutex<Option<String>>>,
+    thread: Thread,
+}
+
+#[pymethods]
+impl FileSource {
+    /// Opens `path` (raising CaptureError when libpcap cannot) and takes the
+    /// producer side of each ring: record i goes to ring `flow_hash % len(rings)`.
+    #[new]
+    #[pyo3(signature = (path, rings, snaplen = 0, count = 0))]
+    fn new(path: &str, rings: Vec<Bound<'_, TxRing>>, snaplen: u32, count: u64) -> PyResult<Self> {
+        if rings.is_empty() {
+            return Err(ConfigError::new_err("a source needs at least one ring"));
+        }
+        let file = CaptureFile::open(path)?;
+        let writers = rings
+            .iter()
+            .map(|r| r.get().take_writer())
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(FileSource {
+            linktype: file.linktype(),
+            counters: (0..writers.len()).map(|_| Arc::default()).collect(),
+            file: Mutex::new(Some((file, writers))),
+            snaplen,
+            count,
+            stop: Arc::default(),
+            error: Arc::default(),
+            thread: Thread::default(),
+        })
+    }
+
+    /// The file's link-layer header type (1 = Ethernet).
+    #[getter]
+    fn linktype(&self) -> i32 {
+        self.linktype
+    }
+
+    fn start(&self) -> PyResult<()> {
+        let (file, mut writers) = self
+            .file
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| FastcapaError::new_err("the file source was already started"))?;
+        let counters = self.counters.clone();
+        let (snaplen, count) = (self.snaplen, self.count);
+        let stop = Arc::clone(&self.stop);
+        let error = Arc::clone(&self.error);
+        self.thread.spawn("fcapa-file".into(), move || {
+            if let Err(e) = file.replay(&mut writers, &counters, snaplen, count, &stop) {
+                *error.lock().unwrap() = Some(e.to_string());
+            }
+        })
+    }
+
+    /// Asks the worker to stop reading; `join` waits for it.
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    #[pyo3(signature = (timeout = None))]
+    fn join(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
+        self.thread.join(py, timeout)
+    }
+
+    /// Why reading stopped early (a damaged file), if it did.
+    fn error(&self) -> Option<String> {
+        self.error.lock().unwrap().clone()
+    }
+
+    /// One dict of counters per receive queue.
+    fn counters<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.counters.iter().map(|c| rx_dict(py, c)).collect()
+    }
+}
+
+/// A transmit worker with its own Kafka producer, serving one or more lanes.
+#[pyclass(frozen, module = "fastcapa._fastcapa")]
+pub struct TxWorker {
+    name: String,
+    parts: Mutex<Option<(Vec<LaneReader>, KafkaProducer, TxConfig)>>,
+    control: Arc<TxControl>,
+    counters: Arc<TxCounters>,
+    thread: Thread,
+}
+
+#[pymethods]
+impl TxWorker {
+    /// Creates the producer (raising ConfigError for a setting librdkafka
+    /// refuses) and takes the given `(ring, lane)` consumers.
+    #[new]
+    #[pyo3(signature = (name, lanes, topic, settings, burst = 256, queue_full_wait = Some(0.1), stats_file = None))]
+    fn new(
+        name: String,
+        lanes: Vec<(Bound<'_, TxRing>, usize)>,
+        topic: &str,
+        settings: Vec<(String, String)>,
+        burst: usize,
+        queue_full_wait: Option<f64>,
+        stats_file: Option<String>,
+    ) -> PyResult<Self> {
+        if burst == 0 {
+            return Err(ConfigError::new_err("transmit burst must be at least 1"));
+        }
+        let counters = Arc::<TxCounters>::default();
+        let stats_file = match stats_file {
+            Some(path) => Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| ConfigError::new_err(format!("cannot open {path}: {e}")))?,
+            ),
+            None => None,
+        };
+        let producer =
+            KafkaProducer::new(&name, &settings, topic, Arc::clone(&counters), stats_file)?;
+        let readers = lanes
+            .iter()
+            .map(|(ring, lane)| ring.get().take_reader(*lane))
+            .collect::<PyResult<Vec<_>>>()?;
+        let config = TxConfig {
+            burst,
+            queue_full_wait: queue_full_wait.map(|s| Duration::from_secs_f64(s.max(0.0))),
+            flow_partitions: None,
+        };
+        Ok(TxWorker {
+            name,
+            parts: Mutex::new(Some((readers, producer, config))),
+            control: Arc::default(),
+            counters,
+            thread: Thread::default(),
+        })
+    }
+
+    /// Waits up to `timeout` seconds for the cluster to answer (KafkaError if not).
+    fn check_connection(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
+        let parts = self.parts.lock().unwrap();
+        let (_, producer, _) = parts
+            .as_ref()
+            .ok_or_else(|| FastcapaError::new_err("the worker is already running"))?;
+        py.detach(|| producer.check_connection(Duration::from_secs_f64(timeout.max(0.0))))?;
+        Ok(())
+    }
+
+    /// Sends each frame to partition `flow_hash % partitions` of the topic
+    /// (`--partition-by flow`) instead of hashing the key. Reads the
+    /// partition count from the cluster; call before `start`.
+    fn partition_by_flow(&self, py: Python<'_>, topic: &str, timeout: f64) -> PyResult<u32> {
+        let mut parts = self.parts.lock().unwrap();
+        let (_, producer, config) = parts
+            .as_mut()
+            .ok_or_else(|| FastcapaError::new_err("the worker is already running"))?;
+        let count = py
+            .detach(|| producer.partition_count(topic, Duration::from_secs_f64(timeout)))
+            .ok_or_else(|| {
+                super::errors::KafkaError::new_err(format!(
+                    "cannot read the partitions of topic {topic}"
+                ))
+            })?;
+        config.flow_partitions = Some(count as u32);
+        Ok(count as u32)
+    }
+
+    fn start(&self) -> PyResult<()> {
+        let (lanes, producer, config) = self
+            .parts
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| FastcapaError::new_err("the worker was already started"))?;
+        let control = Arc::clone(&self.control);
+        let counters = Arc::clone(&self.counters);
+        self.thread.spawn(self.name.clone(), move || {
+            crate::tx::run(lanes, producer, config, control, counters)
+        })
+    }
+
+    /// No more frames will come: drain the lanes, flush, and stop within `drain_timeout` s.
+    fn finish(&self, drain_timeout: f64) {
+        self.control
+            .finish(Duration::from_secs_f64(drain_timeout.max(0.0)));
+    }
+
+    /// Stop at once; what is left is counted as dropped.
+    fn abort(&self) {
+        self.control.abort();
+    }
+
+    #[pyo3(signature = (timeout = None))]
+    fn join(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
+        self.thread.join(py, timeout)
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.counters.snapshot();
+        let d = PyDict::new(py);
+        d.set_item("dequeued", s.dequeued)?;
+        d.set_item("produced", s.produced)?;
+        d.set_item("produced_bytes", s.produced_bytes)?;
+        d.set_item("dropped", s.dropped)?;
+        d.set_item("delivered", s.delivered)?;
+        d.set_item("delivered_bytes", s.delivered_bytes)?;
+        d.set_item("failed", s.failed)?;
+        Ok(d)
+    }
+}

@@ -1,0 +1,307 @@
+//! The transmit ring: a fixed-size, lock-free ring of preallocated frame slots
+//! between one receive worker and one or more transmit workers.
+//!
+//! A ring is made of one *lane* per transmit worker that serves it. Each lane
+//! is a single-producer single-consumer queue (the shape of rtrb and DPDK's
+//! `rte_ring` in SP/SC mode): the receive worker writes frames in place into
+//! slots at the tail, the transmit worker reads them in place at the head and
+//! hands the slot back by moving the head. Slots own a `Vec<u8>` that keeps
+//! its capacity, so once every slot has held its largest frame there is no
+//! allocation per packet. With several transmit workers on one ring, each
+//! gets its own lane and the receive worker picks the lane by flow hash, so
+//! the packets of one flow stay in order on one worker.
+//!
+//! Head and tail live on separate cache lines, and each side keeps a cached
+//! copy of the other side's index, reloading it (Acquire) only when the lane
+//! looks full or empty.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// One frame waiting for a transmit worker.
+#[derive(Debug, Default)]
+pub struct Slot {
+    /// Capture time, microseconds since the Unix epoch (the Kafka key).
+    pub ts_us: u64,
+    /// Length of the frame on the wire (may exceed `data.len()` when cut).
+    pub wire_len: u32,
+    /// Flow hash of the frame (used for `--partition-by flow`).
+    pub flow_hash: u32,
+    /// The frame as captured.
+    pub data: Vec<u8>,
+}
+
+#[repr(align(128))]
+struct Padded<T>(T);
+
+struct Lane {
+    /// Next slot the consumer reads; written only by the consumer.
+    head: Padded<AtomicUsize>,
+    /// Next slot the producer writes; written only by the producer.
+    tail: Padded<AtomicUsize>,
+    slots: Box<[UnsafeCell<Slot>]>,
+    mask: usize,
+}
+
+// SAFETY: a slot is touched by the producer only while it lies in
+// [tail, head + capacity) and by the consumer only while it lies in
+// [head, tail); the Release/Acquire pairs on head and tail hand each slot over
+// with all its writes visible, so no slot is ever accessed from two threads at
+// once.
+unsafe impl Sync for Lane {}
+// SAFETY: see above; the slots themselves are plain owned data.
+unsafe impl Send for Lane {}
+
+impl Lane {
+    fn fill(&self) -> usize {
+        let tail = self.tail.0.load(Ordering::Relaxed);
+        let head = self.head.0.load(Ordering::Relaxed);
+        tail.wrapping_sub(head).min(self.slots.len())
+    }
+}
+
+/// Error for a ring size that is not a power of two, or zero lanes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RingError {
+    #[error("transmit ring size must be a power of two between 2 and 2^24, got {0}")]
+    BadSize(usize),
+    #[error("a transmit ring needs at least one lane")]
+    NoLanes,
+}
+
+/// Creates the lanes of one transmit ring, each of `capacity` slots whose
+/// buffers are preallocated to `slot_bytes`.
+pub fn ring(
+    capacity: usize,
+    lanes: usize,
+    slot_bytes: usize,
+) -> Result<(RingWriter, Vec<LaneReader>, RingGauge), RingError> {
+    if !capacity.is_power_of_two() || !(2..=1 << 24).contains(&capacity) {
+        return Err(RingError::BadSize(capacity));
+    }
+    if lanes == 0 {
+        return Err(RingError::NoLanes);
+    }
+    let shared: Vec<Arc<Lane>> = (0..lanes)
+        .map(|_| {
+            Arc::new(Lane {
+                head: Padded(AtomicUsize::new(0)),
+                tail: Padded(AtomicUsize::new(0)),
+                slots: (0..capacity)
+                    .map(|_| {
+                        UnsafeCell::new(Slot {
+                            data: Vec::with_capacity(slot_bytes),
+                            ..Slot::default()
+                        })
+                    })
+                    .collect(),
+                mask: capacity - 1,
+            })
+        })
+        .collect();
+    let writer = RingWriter {
+        lanes: shared
+            .iter()
+            .map(|lane| LaneWriter {
+                lane: Arc::clone(lane),
+                tail: 0,
+                cached_head: 0,
+            })
+            .collect(),
+    };
+    let readers = shared
+        .iter()
+        .map(|lane| LaneReader {
+            lane: Arc::clone(lane),
+            head: 0,
+            cached_tail: 0,
+        })
+        .collect();
+    Ok((writer, readers, RingGauge { lanes: shared }))
+}
+
+/// The producer half of one lane. Owned by one receive worker.
+pub struct LaneWriter {
+    lane: Arc<Lane>,
+    tail: usize,
+    cached_head: usize,
+}
+
+impl LaneWriter {
+    /// Fills the next free slot with `fill` and publishes it. Returns false,
+    /// without calling `fill`, when the lane is full.
+    #[inline]
+    pub fn push_with(&mut self, fill: impl FnOnce(&mut Slot)) -> bool {
+        let capacity = self.lane.slots.len();
+        if self.tail.wrapping_sub(self.cached_head) == capacity {
+            self.cached_head = self.lane.head.0.load(Ordering::Acquire);
+            if self.tail.wrapping_sub(self.cached_head) == capacity {
+                return false;
+            }
+        }
+        let cell = &self.lane.slots[self.tail & self.lane.mask];
+        // SAFETY: the slot at `tail` is outside [head, tail), so the consumer
+        // does not touch it until the Release store below publishes it.
+        fill(unsafe { &mut *cell.get() });
+        self.tail = self.tail.wrapping_add(1);
+        self.lane.tail.0.store(self.tail, Ordering::Release);
+        true
+    }
+}
+
+/// The producer side of a whole ring: one writer per lane.
+pub struct RingWriter {
+    lanes: Vec<LaneWriter>,
+}
+
+impl RingWriter {
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Pushes into the lane chosen by `flow_hash`; false when that lane is full.
+    #[inline]
+    pub fn push_with(&mut self, flow_hash: u32, fill: impl FnOnce(&mut Slot)) -> bool {
+        let n = self.lanes.len();
+        let lane = if n == 1 { 0 } else { flow_hash as usize % n };
+        self.lanes[lane].push_with(fill)
+    }
+}
+
+/// The consumer half of one lane. Owned by one transmit worker.
+pub struct LaneReader {
+    lane: Arc<Lane>,
+    head: usize,
+    cached_tail: usize,
+}
+
+impl LaneReader {
+    /// Calls `each` on up to `max` waiting slots, oldest first, then hands
+    /// them all back to the producer at once. Returns how many it read.
+    #[inline]
+    pub fn pop_burst(&mut self, max: usize, mut each: impl FnMut(&Slot)) -> usize {
+        if self.cached_tail == self.head {
+            self.cached_tail = self.lane.tail.0.load(Ordering::Acquire);
+        }
+        let n = self.cached_tail.wrapping_sub(self.head).min(max);
+        for i in 0..n {
+            let cell = &self.lane.slots[self.head.wrapping_add(i) & self.lane.mask];
+            // SAFETY: slots in [head, tail) were published by the producer's
+            // Release store (seen by our Acquire load) and are not written
+            // again until our own Release store of head below.
+            each(unsafe { &*cell.get() });
+        }
+        if n > 0 {
+            self.head = self.head.wrapping_add(n);
+            self.lane.head.0.store(self.head, Ordering::Release);
+        }
+        n
+    }
+
+    /// True when nothing is waiting (reloads the producer's index).
+    pub fn is_empty(&mut self) -> bool {
+        self.cached_tail = self.lane.tail.0.load(Ordering::Acquire);
+        self.cached_tail == self.head
+    }
+}
+
+/// A read-only view of a ring's fill level, for statistics.
+#[derive(Clone)]
+pub struct RingGauge {
+    lanes: Vec<Arc<Lane>>,
+}
+
+impl RingGauge {
+    /// Frames waiting in the ring, summed over its lanes.
+    pub fn fill(&self) -> usize {
+        self.lanes.iter().map(|lane| lane.fill()).sum()
+    }
+
+    /// Slots in the ring, summed over its lanes.
+    pub fn capacity(&self) -> usize {
+        self.lanes.iter().map(|lane| lane.slots.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_sizes_that_are_not_powers_of_two() {
+        assert_eq!(ring(1000, 1, 64).err(), Some(RingError::BadSize(1000)));
+        assert_eq!(ring(0, 1, 64).err(), Some(RingError::BadSize(0)));
+        assert_eq!(ring(1, 1, 64).err(), Some(RingError::BadSize(1)));
+        assert_eq!(ring(8, 0, 64).err(), Some(RingError::NoLanes));
+        assert!(ring(1024, 2, 64).is_ok());
+    }
+
+    #[test]
+    fn full_lane_refuses_and_empty_lane_yields_nothing() {
+        let (mut writer, mut readers, gauge) = ring(4, 1, 16).unwrap();
+        for i in 0..4 {
+            assert!(writer.push_with(0, |s| s.ts_us = i));
+        }
+        assert!(!writer.push_with(0, |_| panic!("must not fill a slot of a full lane")));
+        assert_eq!(gauge.fill(), 4);
+        let mut seen = vec![];
+        assert_eq!(readers[0].pop_burst(3, |s| seen.push(s.ts_us)), 3);
+        assert_eq!(seen, vec![0, 1, 2]);
+        assert!(writer.push_with(0, |s| s.ts_us = 4));
+        assert_eq!(readers[0].pop_burst(10, |s| seen.push(s.ts_us)), 2);
+        assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+        assert!(readers[0].is_empty());
+        assert_eq!(readers[0].pop_burst(10, |_| unreachable!()), 0);
+    }
+
+    #[test]
+    fn lanes_follow_the_flow_hash() {
+        let (mut writer, mut readers, _) = ring(8, 2, 16).unwrap();
+        assert!(writer.push_with(3, |s| s.ts_us = 3));
+        assert!(writer.push_with(4, |s| s.ts_us = 4));
+        let mut lane0 = vec![];
+        readers[0].pop_burst(8, |s| lane0.push(s.ts_us));
+        let mut lane1 = vec![];
+        readers[1].pop_burst(8, |s| lane1.push(s.ts_us));
+        assert_eq!((lane0, lane1), (vec![4], vec![3]));
+    }
+
+    /// Two threads, many wraps of a small ring: every frame arrives once, in
+    /// order, with its bytes intact.
+    #[test]
+    fn two_threads_pass_every_frame_in_order() {
+        const N: u64 = 200_000;
+        let (mut writer, mut readers, _) = ring(64, 1, 8).unwrap();
+        let mut reader = readers.pop().unwrap();
+        let producer = std::thread::spawn(move || {
+            let mut i = 0u64;
+            while i < N {
+                let pushed = writer.push_with(0, |slot| {
+                    slot.ts_us = i;
+                    slot.data.clear();
+                    slot.data
+                        .extend_from_slice(&i.to_le_bytes()[..(i % 8 + 1) as usize]);
+                });
+                if pushed {
+                    i += 1;
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        let mut expected = 0u64;
+        while expected < N {
+            reader.pop_burst(16, |slot| {
+                assert_eq!(slot.ts_us, expected);
+                assert_eq!(
+                    slot.data,
+                    &expected.to_le_bytes()[..(expected % 8 + 1) as usize]
+                );
+                expected += 1;
+            });
+        }
+        producer.join().unwrap();
+        assert!(reader.is_empty());
+    }
+}

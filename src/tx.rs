@@ -1,0 +1,158 @@
+//! The transmit worker: takes frames off its ring lanes in bursts and hands
+//! them to its own Kafka producer.
+//!
+//! Runs on its own native thread and never touches Python. The control
+//! plane tells it when to finish through `TxControl`: `finish` once every
+//! receive worker feeding its lanes has stopped (drain the lanes, flush the
+//! producer until the deadline), or `abort` to stop at once. Whatever it
+//! could not hand over by then is counted: frames left on a lane at [tx],
+//! messages left in the producer at [kaf] (purged, reported as failed).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::counters::{bump, TxCounters};
+use crate::producer::{KafkaProducer, Offer};
+use crate::ring::LaneReader;
+
+pub struct TxConfig {
+    /// Most frames taken off one lane at once (`-w`).
+    pub burst: usize,
+    /// How long a frame may wait for room in a full producer queue before it
+    /// is dropped at [tx]; `None` waits as long as it takes (a replay, where
+    /// nothing is lost by waiting).
+    pub queue_full_wait: Option<Duration>,
+    /// Partition count of the topic when frames go to partitions by flow
+    /// (`--partition-by flow`); `None` lets librdkafka's partitioner hash the key.
+    pub flow_partitions: Option<u32>,
+}
+
+/// How the control plane steers a running transmit worker.
+#[derive(Default)]
+pub struct TxControl {
+    finishing: AtomicBool,
+    abort: AtomicBool,
+    /// Deadline of the drain, in ms since `epoch`.
+    deadline_ms: AtomicU64,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl TxControl {
+    fn epoch(&self) -> Instant {
+        *self.epoch.get_or_init(Instant::now)
+    }
+
+    /// No more frames will arrive: drain the lanes and flush, for at most `drain`.
+    pub fn finish(&self, drain: Duration) {
+        let deadline = self.epoch().elapsed() + drain;
+        self.deadline_ms
+            .store(deadline.as_millis() as u64, Ordering::Relaxed);
+        self.finishing.store(true, Ordering::Release);
+    }
+
+    /// Stop at once; what is left is counted as dropped.
+    pub fn abort(&self) {
+        self.abort.store(true, Ordering::Release);
+    }
+
+    fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Acquire)
+    }
+
+    fn finishing(&self) -> bool {
+        self.finishing.load(Ordering::Acquire)
+    }
+
+    /// Time left before the drain deadline (zero when aborted or past it).
+    fn remaining(&self) -> Duration {
+        if self.aborted() {
+            return Duration::ZERO;
+        }
+        let deadline = Duration::from_millis(self.deadline_ms.load(Ordering::Relaxed));
+        deadline.saturating_sub(self.epoch().elapsed())
+    }
+}
+
+/// The worker's loop; returns when finished or aborted.
+pub fn run(
+    mut lanes: Vec<LaneReader>,
+    producer: KafkaProducer,
+    config: TxConfig,
+    control: Arc<TxControl>,
+    counters: Arc<TxCounters>,
+) {
+    control.epoch();
+    let idle_wait = Duration::from_millis(1);
+    loop {
+        let mut moved = 0;
+        for lane in &mut lanes {
+            moved += lane.pop_burst(config.burst, |slot| {
+                bump(&counters.dequeued, 1);
+                let partition = match config.flow_partitions {
+                    Some(n) => (slot.flow_hash % n) as i32,
+                    None => -1,
+                };
+                let mut waited_since: Option<Instant> = None;
+                loop {
+                    match producer.offer(slot.ts_us, partition, &slot.data) {
+                        Offer::Queued => {
+                            bump(&counters.produced, 1);
+                            bump(&counters.produced_bytes, slot.data.len() as u64);
+                            break;
+                        }
+                        Offer::Refused(_) => {
+                            bump(&counters.dropped, 1);
+                            break;
+                        }
+                        Offer::QueueFull => {
+                            let since = *waited_since.get_or_insert_with(Instant::now);
+                            let gave_up = match config.queue_full_wait {
+                                Some(limit) => since.elapsed() >= limit,
+                                None => false,
+                            };
+                            let finishing_late =
+                                control.finishing() && control.remaining().is_zero();
+                            if gave_up || control.aborted() || finishing_late {
+                                bump(&counters.dropped, 1);
+                                break;
+                            }
+                            // Serving delivery reports is what frees room.
+                            producer.poll(Duration::from_millis(1));
+                        }
+                    }
+                }
+            });
+        }
+        if moved == 0 {
+            if control.aborted() {
+                break;
+            }
+            if control.finishing() && lanes.iter_mut().all(|lane| lane.is_empty()) {
+                break;
+            }
+            if control.finishing() && control.remaining().is_zero() {
+                break;
+            }
+            producer.poll(idle_wait);
+        } else {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    // Frames the rings still hold could not be handed over in time.
+    for lane in &mut lanes {
+        while lane.pop_burst(usize::MAX, |_| {
+            bump(&counters.dequeued, 1);
+            bump(&counters.dropped, 1);
+        }) > 0
+        {}
+    }
+    let remaining = control.remaining();
+    if !remaining.is_zero() {
+        producer.flush(remaining);
+    }
+    if producer.in_flight() > 0 {
+        producer.purge();
+    }
+    producer.poll(Duration::ZERO);
+}

@@ -1,0 +1,57 @@
+"""An independent Kafka reader for the tests (confluent-kafka, not fastcapa)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+
+@dataclass(frozen=True)
+class Record:
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    timestamp_ms: int
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Record]:
+    """Every record the topic holds now, partition by partition, in offset order."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=timeout).topics[topic].partitions)
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            for p in partitions
+        }
+        wanted = {p: hi for p, (lo, hi) in ends.items() if hi > lo}
+        consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in wanted])
+        records: list[Record] = []
+        remaining = dict(wanted)
+        while remaining:
+            batch = consumer.consume(num_messages=10_000, timeout=timeout)
+            assert batch, (
+                f"no records from {topic} within {timeout}s; still waiting for {remaining}"
+            )
+            for m in batch:
+                if m.error() is not None:
+                    assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
+                    continue
+                records.append(
+                    Record(m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
+                )
+                if m.offset() + 1 >= wanted[m.partition()]:
+                    remaining.pop(m.partition(), None)
+        records.sort(key=lambda r: (r.partition, r.offset))
+        return records
+    finally:
+        consumer.close()

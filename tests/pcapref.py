@@ -1,0 +1,73 @@
+"""An independent reference reader of capture files: libpcap itself, called
+through ctypes, not through fastcapa's Rust. What it reads is what the tests
+expect fastcapa to carry."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from dataclasses import dataclass
+
+_lib = ctypes.CDLL(ctypes.util.find_library("pcap") or "libpcap.so.0.8")
+
+
+class _Header(ctypes.Structure):
+    _fields_ = [
+        ("tv_sec", ctypes.c_long),
+        ("tv_usec", ctypes.c_long),
+        ("caplen", ctypes.c_uint32),
+        ("len", ctypes.c_uint32),
+    ]
+
+
+_lib.pcap_open_offline_with_tstamp_precision.restype = ctypes.c_void_p
+_lib.pcap_open_offline_with_tstamp_precision.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_uint,
+    ctypes.c_char_p,
+]
+_lib.pcap_next_ex.argtypes = [
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.POINTER(_Header)),
+    ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte)),
+]
+_lib.pcap_datalink.argtypes = [ctypes.c_void_p]
+_lib.pcap_geterr.argtypes = [ctypes.c_void_p]
+_lib.pcap_geterr.restype = ctypes.c_char_p
+_lib.pcap_close.argtypes = [ctypes.c_void_p]
+
+PCAP_TSTAMP_PRECISION_MICRO = 0
+
+
+@dataclass
+class Capture:
+    linktype: int
+    records: list[tuple[int, bytes]]  # (timestamp µs, frame)
+    error: str | None  # libpcap's complaint if reading stopped early
+
+
+def read_capture(path: str) -> Capture | None:
+    """All records libpcap reads from `path`, or None if libpcap cannot open it."""
+    errbuf = ctypes.create_string_buffer(512)
+    handle = _lib.pcap_open_offline_with_tstamp_precision(
+        path.encode(), PCAP_TSTAMP_PRECISION_MICRO, errbuf
+    )
+    if not handle:
+        return None
+    try:
+        records = []
+        header = ctypes.POINTER(_Header)()
+        data = ctypes.POINTER(ctypes.c_ubyte)()
+        while True:
+            status = _lib.pcap_next_ex(handle, ctypes.byref(header), ctypes.byref(data))
+            if status == 1:
+                h = header.contents
+                ts = (h.tv_sec * 1_000_000 + h.tv_usec) & 0xFFFF_FFFF_FFFF_FFFF
+                records.append((ts, ctypes.string_at(data, h.caplen)))
+            elif status == -2:
+                return Capture(_lib.pcap_datalink(handle), records, None)
+            else:
+                message = _lib.pcap_geterr(handle).decode(errors="replace")
+                return Capture(_lib.pcap_datalink(handle), records, message)
+    finally:
+        _lib.pcap_close(handle)

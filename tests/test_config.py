@@ -1,0 +1,87 @@
+"""Settings and command line, without Kafka: precedence, validation, one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import assert_clean_failure
+from fastcapa.config import kafka_settings, parse_cpus, parse_override, read_ini
+from fastcapa.errors import ConfigError
+from fastcapa.pipeline import assign_lanes
+
+
+def test_precedence_ini_then_x_then_k(tmp_path):
+    ini = tmp_path / "fastcapa.conf"
+    ini.write_text(
+        "# comment\n[kafka-global]\nclient.id = from-ini\nbootstrap.servers = ini:9092\n"
+        "linger.ms = 7\n[kafka-topic]\nacks = all\n"
+    )
+    merged = kafka_settings(str(ini), ["client.id=from-x", "bootstrap.servers=x:1"], "k:2")
+    assert merged["client.id"] == "from-x"
+    assert merged["linger.ms"] == "7"
+    assert merged["acks"] == "all"
+    assert merged["bootstrap.servers"] == "k:2"
+    assert kafka_settings(str(ini), [], None)["bootstrap.servers"] == "ini:9092"
+    assert kafka_settings(None, [], None)["bootstrap.servers"] == "localhost:9092"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[kafka-global]\nfoo\n", "[other]\na = b\n", "a = b\n", "[kafka-global]\na = 1\na = 2\n"],
+    ids=["no-value", "unknown-section", "no-section", "duplicate"],
+)
+def test_bad_ini_is_refused(text, tmp_path):
+    ini = tmp_path / "bad.conf"
+    ini.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        read_ini(str(ini))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["novalue", "=x", "a b=c", "a=b\nc=d", "bad\r=1"])
+def test_bad_override_is_refused(text):
+    with pytest.raises(ConfigError):
+        parse_override(text)
+
+
+def test_override_keeps_equals_in_value():
+    assert parse_override("sasl.jaas=a=b") == ("sasl.jaas", "a=b")
+
+
+def test_cpu_lists():
+    assert parse_cpus("2-5,8") == [2, 3, 4, 5, 8]
+    for bad in ("", "a", "5-2", "-1"):
+        with pytest.raises(ConfigError):
+            parse_cpus(bad)
+
+
+def test_lanes_follow_worker_i_serves_ring_i_mod_n():
+    assert assign_lanes(2, 3) == [[(0, 0)], [(1, 0)], [(0, 1)]]
+    assert assign_lanes(1, 1) == [[(0, 0)]]
+    assert assign_lanes(3, 2) == [[(0, 0), (2, 0)], [(1, 0)]]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-x", "1000", "-r", "x.pcap"],
+        ["-q", "0", "-r", "x.pcap"],
+        ["-r", "a.pcap", "-i", "eth0"],
+        [],
+        ["--bogus"],
+        ["-r", "x.pcap", "--stats-interval", "soon"],
+        ["-r", "x.pcap", "-X", "no-equals"],
+        ["-r", "x.pcap", "-c", "/nonexistent/fastcapa.conf"],
+        ["dump", "--from", "yesterday"],
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(args, fastcapa):
+    assert_clean_failure(fastcapa(*args), 2)
+
+
+def test_help_is_grouped(fastcapa):
+    run = fastcapa("--help")
+    assert run.status == 0
+    text = run.stdout.decode()
+    for group in ("source", "pipeline", "Kafka", "output"):
+        assert group in text
+    assert "default: 2048" in text

@@ -1,0 +1,192 @@
+"""The replay path end to end: capture files through the whole pipeline into a
+real Kafka broker, read back by an independent consumer and by `fastcapa dump`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from conftest import CORPUS, assert_clean_failure
+from kafka_read import read_topic
+from pcapref import read_capture
+
+pytestmark = pytest.mark.kafka
+
+CORPUS_FILES = sorted(p for p in CORPUS.iterdir() if p.suffix in (".pcap", ".pcapng"))
+
+
+def final_report(path: Path) -> dict:
+    reports = [json.loads(line) for line in path.read_text().splitlines()]
+    assert reports and reports[-1]["final"]
+    return reports[-1]
+
+
+def assert_accounting(report: dict) -> None:
+    nic, rx, tx, kaf = (report[s] for s in ("nic", "rx", "tx", "kaf"))
+    assert nic["taken_in"] == rx["taken_in"] + nic["drops"]
+    assert rx["taken_in"] == kaf["out"] + rx["drops"] + tx["drops"] + kaf["drops"]
+
+
+def assert_topic_holds(records, expected: list[tuple[int, bytes]], file_order=True) -> None:
+    """Same multiset of (key, value); keys are 8-byte big-endian µs, Kafka
+    timestamps the capture time in ms; with `file_order`, the records of each
+    partition keep their order in the file."""
+    assert len(records) == len(expected)
+    got = sorted((r.key, r.value) for r in records)
+    want = sorted((struct.pack(">Q", ts), frame) for ts, frame in expected)
+    assert got == want
+    position = defaultdict(list)
+    for index, (ts, frame) in enumerate(expected):
+        position[(struct.pack(">Q", ts), frame)].append(index)
+    by_partition = defaultdict(list)
+    for r in records:
+        assert len(r.key) == 8
+        assert r.timestamp_ms == struct.unpack(">Q", r.key)[0] // 1000
+        by_partition[r.partition].append(position[(r.key, r.value)].pop(0))
+    if file_order:
+        for indexes in by_partition.values():
+            assert indexes == sorted(indexes), "a partition lost the file order"
+
+
+def assert_flows_in_order(records) -> None:
+    """Each generated flow lands on one partition, its frames in sequence."""
+    flows = defaultdict(list)
+    for r in records:
+        at = r.value.find(b"FCAP")
+        assert at >= 0
+        flow, seq = struct.unpack("!II", r.value[at + 4 : at + 12])
+        flows[flow].append((r.partition, seq))
+    for flow, seen in flows.items():
+        assert len({p for p, _ in seen}) == 1, f"flow {flow} spread over partitions"
+        assert [s for _, s in seen] == list(range(len(seen))), f"flow {flow} out of order"
+
+
+@pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: p.name)
+def test_corpus_round_trip(path, kafka, new_topic, fastcapa, tmp_path):
+    reference = read_capture(str(path))
+    if reference is None:
+        pytest.skip("libpcap cannot open this file")
+    topic = new_topic(partitions=1)
+    stats = tmp_path / "stats.jsonl"
+    run = fastcapa("-r", str(path), "-t", topic, "-k", kafka.bootstrap, "--stats-json", str(stats))
+    assert run.status == (1 if reference.error else 0), run.stderr
+    assert "Traceback" not in run.stderr
+    report = final_report(stats)
+    assert_accounting(report)
+    assert report["kaf"]["out"] == len(reference.records)
+    records = read_topic(kafka.bootstrap, topic) if reference.records else []
+    assert_topic_holds(records, reference.records)
+
+    # And the way back: `fastcapa dump` gives the same records, in order.
+    out = tmp_path / "back.pcap"
+    dump = fastcapa(
+        "dump",
+        "-t",
+        topic,
+        "-k",
+        kafka.bootstrap,
+        "-o",
+        str(out),
+        "--linktype",
+        str(reference.linktype),
+    )
+    assert dump.status == 0, dump.stderr
+    back = read_capture(str(out))
+    assert back is not None and back.error is None
+    assert back.linktype == reference.linktype
+    assert sorted(back.records) == sorted(reference.records)
+    assert [ts for ts, _ in back.records] == sorted(ts for ts, _ in back.records)
+
+
+def test_multi_queue_replay_spreads_and_keeps_flow_order(kafka, new_topic, fastcapa, tmp_path):
+    """-q 2 with 3 transmit workers over 4 partitions: every record once, and
+    the records of each flow in file order within their partition."""
+    from tools_path import gen_capture
+
+    capture = tmp_path / "mix.pcap"
+    gen_capture.generate(str(capture), packets=20_000, flows=300, size=None, seed=7)
+    reference = read_capture(str(capture))
+    topic = new_topic(partitions=4)
+    stats = tmp_path / "stats.jsonl"
+    run = fastcapa(
+        "-r",
+        str(capture),
+        "-t",
+        topic,
+        "-k",
+        kafka.bootstrap,
+        "-q",
+        "2",
+        "--tx-workers",
+        "3",
+        "--partition-by",
+        "flow",
+        "--stats-json",
+        str(stats),
+    )
+    assert run.status == 0, run.stderr
+    report = final_report(stats)
+    assert_accounting(report)
+    assert len(report["queues"]) == 2 and all(q["taken"] > 0 for q in report["queues"])
+    assert len(report["workers"]) == 3 and all(w["delivered"] > 0 for w in report["workers"])
+    records = read_topic(kafka.bootstrap, topic)
+    assert_topic_holds(records, reference.records, file_order=False)
+    assert_flows_in_order(records)
+    assert len({r.partition for r in records}) == 4
+
+
+def truncated_copy(source: Path, target: Path, keep_records: int) -> int:
+    """Copies `source` and cuts it in the middle of record `keep_records`;
+    returns how many whole records stay before the damage."""
+    shutil.copy(source, target)
+    data = source.read_bytes()
+    assert data[:4] in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4")
+    endian = "<" if data[:4] == b"\xd4\xc3\xb2\xa1" else ">"
+    offset = 24
+    for _ in range(keep_records):
+        caplen = struct.unpack(endian + "I", data[offset + 8 : offset + 12])[0]
+        offset += 16 + caplen
+    target.write_bytes(data[: offset + 16 + 3])  # a header, then 3 bytes of frame
+    return keep_records
+
+
+def test_file_corrupt_part_way(kafka, new_topic, fastcapa, tmp_path):
+    source = CORPUS / "afs.pcap"
+    broken = tmp_path / "broken.pcap"
+    kept = truncated_copy(source, broken, 100)
+    reference = read_capture(str(broken))
+    assert reference.error and len(reference.records) == kept
+    topic = new_topic(partitions=1)
+    stats = tmp_path / "stats.jsonl"
+    run = fastcapa(
+        "-r", str(broken), "-t", topic, "-k", kafka.bootstrap, "--stats-json", str(stats)
+    )
+    assert run.status == 1
+    assert "Traceback" not in run.stderr
+    errors = run.error_lines
+    assert len(errors) == 1 and "broken.pcap" in errors[0] and "after record 100" in errors[0]
+    report = final_report(stats)
+    assert_accounting(report)
+    assert_topic_holds(read_topic(kafka.bootstrap, topic), reference.records)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"hello, this is not a capture file\n" * 10, b"\xd4\xc3\xb2\xa1\x02\x00", None],
+    ids=["empty", "text", "short-header", "missing"],
+)
+def test_not_a_capture_file(content, kafka, fastcapa, tmp_path):
+    path = tmp_path / "input.pcap"
+    if content is not None:
+        path.write_bytes(content)
+    run = fastcapa("-r", str(path), "-k", kafka.bootstrap)
+    assert_clean_failure(run, 2)
+    assert str(path) in run.stderr
+
+
+def test_directory_is_not_a_capture_file(kafka, fastcapa, tmp_path):
+    assert_clean_failure(fastcapa("-r", str(tmp_path), "-k", kafka.bootstrap), 2)
