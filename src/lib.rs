@@ -3,11 +3,13 @@
 //! and its producer, and the counters they share. `py` is the only module
 //! that knows about Python.
 
+pub mod afpacket;
 pub mod capfile;
 pub mod counters;
 pub mod flow;
 pub mod producer;
 pub mod ring;
+pub mod rx;
 pub mod tx;
 
 mod py;

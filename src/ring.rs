@@ -13,7 +13,7 @@
 //!
 //! Head and tail live on separate cache lines, and each side keeps a cached
 //! copy of the other side's index, reloading it (Acquire) only when the lane
-//! looks full or empty.
+//! looks full, or holds less than the burst asked for.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -181,7 +181,9 @@ impl LaneReader {
     /// them all back to the producer at once. Returns how many it read.
     #[inline]
     pub fn pop_burst(&mut self, max: usize, mut each: impl FnMut(&Slot)) -> usize {
-        if self.cached_tail == self.head {
+        // Reload the producer's index only when what we know of is less than
+        // a full burst: one Acquire load per burst at most.
+        if self.cached_tail.wrapping_sub(self.head) < max {
             self.cached_tail = self.lane.tail.0.load(Ordering::Acquire);
         }
         let n = self.cached_tail.wrapping_sub(self.head).min(max);

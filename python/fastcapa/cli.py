@@ -261,7 +261,15 @@ def run_capture(argv: list[str]) -> int:
         pipeline.connect()
     except FastcapaError as e:
         return fail(EXIT_USAGE, e)
-    if pipeline.linktype != 1:
+    source = settings.read or settings.interface
+    print(
+        f"fastcapa: {'replaying' if settings.read else 'capturing on'} {source} "
+        f"with {settings.rx_queues} queue(s) and {settings.workers} transmit worker(s) "
+        f"into topic {settings.topic} at {settings.kafka['bootstrap.servers']}",
+        file=sys.stderr,
+        flush=True,
+    )
+    if settings.read and pipeline.linktype != 1:
         print(
             f"fastcapa: note: {settings.read} has link type {pipeline.linktype}, not Ethernet; "
             f"frames are carried as they are (dump them with --linktype {pipeline.linktype})",

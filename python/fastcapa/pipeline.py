@@ -23,7 +23,6 @@ from typing import IO
 
 from fastcapa import _fastcapa
 from fastcapa.config import CaptureSettings
-from fastcapa.errors import FastcapaError
 from fastcapa.stats import Reporter, Snapshot
 
 # Main-loop tick: how often the control plane looks at its workers.
@@ -67,11 +66,26 @@ class Pipeline:
         self.rings = [
             _fastcapa.TxRing(settings.tx_ring, lanes_per_ring[q], slot_bytes) for q in range(queues)
         ]
-        if settings.read is None:
-            raise FastcapaError("live capture (-i) is not available in this build")
-        self.source = _fastcapa.FileSource(
-            settings.read, self.rings, snaplen=settings.snaplen, count=settings.count
-        )
+        self.source: _fastcapa.FileSource | _fastcapa.LiveSource
+        if settings.read is not None:
+            self.source = _fastcapa.FileSource(
+                settings.read, self.rings, snaplen=settings.snaplen, count=settings.count
+            )
+        else:
+            assert settings.interface is not None
+            self.source = _fastcapa.LiveSource(
+                settings.interface,
+                self.rings,
+                frames=settings.rx_desc,
+                snaplen=settings.snaplen,
+                fanout=settings.fanout,
+                filter=settings.filter,
+                burst=settings.rx_burst,
+                idle=settings.idle,
+                count=settings.count,
+                cpus=settings.cpus,
+                hash_flows=settings.partition_by == "flow",
+            )
         kafka = list(settings.kafka.items())
         # A replay loses nothing by waiting for room in the producer queue;
         # a live capture must keep taking frames, so it waits only briefly.

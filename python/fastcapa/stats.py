@@ -66,6 +66,12 @@ class Snapshot:
             delivered_bytes=total(workers, "delivered_bytes"),
         )
 
+    @classmethod
+    def zero(cls, at: float) -> Snapshot:
+        """The figures before anything ran: the base of the first report's rates."""
+        nothing = Row(0, 0, 0, 0)
+        return cls(at=at, nic=nothing, rx=nothing, tx=nothing, kaf=nothing)
+
     def rows(self) -> dict[str, Row]:
         return {stage: getattr(self, stage) for stage in STAGES}
 
@@ -141,9 +147,10 @@ class Reporter:
     """Writes each report to stderr (table) and, when asked, a JSON-lines file."""
 
     def __init__(self, stream: IO[str], json_path: str | None) -> None:
+        """Rates of the first report are counted from now."""
         self.stream = stream
         self.json_file = open(json_path, "a", encoding="utf-8") if json_path else None  # noqa: SIM115
-        self.previous: Snapshot | None = None
+        self.previous = Snapshot.zero(time.time())
 
     def report(self, now: Snapshot, final: bool = False) -> None:
         self.stream.write(format_table(now, self.previous) + "\n")

@@ -11,6 +11,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     m.add_class::<workers::TxRing>()?;
     m.add_class::<workers::FileSource>()?;
+    m.add_class::<workers::LiveSource>()?;
     m.add_class::<workers::TxWorker>()?;
     m.add("LIBRDKAFKA_VERSION", rdkafka::util::get_rdkafka_version().1)?;
     Ok(())

@@ -12,10 +12,12 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::errors::{ConfigError, FastcapaError};
+use crate::afpacket::{BpfProgram, FanoutMode, PacketQueue, QueueConfig};
 use crate::capfile::CaptureFile;
 use crate::counters::{RxCounters, TxCounters};
 use crate::producer::KafkaProducer;
 use crate::ring::{ring, LaneReader, RingGauge, RingWriter};
+use crate::rx::{Idle, RxConfig, RxShared};
 use crate::tx::{TxConfig, TxControl};
 
 /// A native thread and the means to wait for it without holding the GIL.
@@ -353,5 +355,163 @@ impl TxWorker {
         d.set_item("delivered_bytes", s.delivered_bytes)?;
         d.set_item("failed", s.failed)?;
         Ok(d)
+    }
+}
+
+/// The receive workers of a live capture: one AF_PACKET queue (socket with
+/// its mapped ring) and one native thread per transmit ring, all in one
+/// fanout group.
+#[pyclass(frozen, module = "fastcapa._fastcapa")]
+pub struct LiveSource {
+    queues: Mutex<Option<Vec<(PacketQueue, RingWriter, RxConfig)>>>,
+    counters: Vec<Arc<RxCounters>>,
+    shared: Arc<RxShared>,
+    errors: Arc<Mutex<Vec<String>>>,
+    threads: Vec<Thread>,
+}
+
+#[pymethods]
+impl LiveSource {
+    /// Opens one queue per ring on `interface` (raising CaptureError or
+    /// ConfigError for what cannot be opened) and takes each ring's producer side.
+    #[new]
+    #[pyo3(signature = (
+        interface, rings, *, frames = 4096, snaplen = 0, fanout = "hash", fanout_group = None,
+        filter = None, promiscuous = true, burst = 32, idle = "poll", count = 0, cpus = vec![],
+        hash_flows = false,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        interface: &str,
+        rings: Vec<Bound<'_, TxRing>>,
+        frames: u32,
+        snaplen: u32,
+        fanout: &str,
+        fanout_group: Option<u16>,
+        filter: Option<&str>,
+        promiscuous: bool,
+        burst: usize,
+        idle: &str,
+        count: u64,
+        cpus: Vec<usize>,
+        hash_flows: bool,
+    ) -> PyResult<Self> {
+        if rings.is_empty() {
+            return Err(ConfigError::new_err("a source needs at least one ring"));
+        }
+        let mode = match fanout {
+            "hash" => FanoutMode::Hash,
+            "qm" => FanoutMode::Qm,
+            "cpu" => FanoutMode::Cpu,
+            "lb" => FanoutMode::Lb,
+            other => {
+                return Err(ConfigError::new_err(format!(
+                    "unknown fanout mode {other:?}"
+                )))
+            }
+        };
+        let idle = match idle {
+            "spin" => Idle::Spin,
+            "poll" => Idle::Poll,
+            other => return Err(ConfigError::new_err(format!("unknown idle mode {other:?}"))),
+        };
+        if burst == 0 {
+            return Err(ConfigError::new_err("receive burst must be at least 1"));
+        }
+        let program = filter
+            .map(|expr| BpfProgram::compile_live(expr, snaplen, interface))
+            .transpose()
+            .map_err(capture_error)?;
+        // A fanout group id is shared by the whole network namespace: derive
+        // it from our pid so that two probes on one host do not collide.
+        let group = fanout_group.unwrap_or((std::process::id() & 0xffff) as u16);
+        let mut queues = Vec::with_capacity(rings.len());
+        for (i, ring) in rings.iter().enumerate() {
+            let config = QueueConfig {
+                interface: interface.to_string(),
+                frames,
+                snaplen,
+                fanout: Some((group, mode)),
+                filter: program.clone(),
+                promiscuous,
+            };
+            let queue = PacketQueue::open(&config).map_err(capture_error)?;
+            let rx = RxConfig {
+                burst,
+                idle,
+                snaplen,
+                hash_flows: hash_flows || ring.get().lanes() > 1,
+                count,
+                cpu: (!cpus.is_empty()).then(|| cpus[i % cpus.len()]),
+            };
+            queues.push((queue, ring.get().take_writer()?, rx));
+        }
+        Ok(LiveSource {
+            counters: (0..queues.len()).map(|_| Arc::default()).collect(),
+            threads: (0..queues.len()).map(|_| Thread::default()).collect(),
+            queues: Mutex::new(Some(queues)),
+            shared: Arc::default(),
+            errors: Arc::default(),
+        })
+    }
+
+    fn start(&self) -> PyResult<()> {
+        let queues = self
+            .queues
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| FastcapaError::new_err("the live source was already started"))?;
+        for (i, (queue, writer, config)) in queues.into_iter().enumerate() {
+            let shared = Arc::clone(&self.shared);
+            let counters = Arc::clone(&self.counters[i]);
+            let errors = Arc::clone(&self.errors);
+            self.threads[i].spawn(format!("fcapa-rx-{i}"), move || {
+                if let Err(e) = crate::rx::run(queue, writer, config, shared, counters) {
+                    errors.lock().unwrap().push(e.to_string());
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Asks every receive worker to stop; `join` waits for them.
+    fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits up to `timeout` seconds for every receive worker to end.
+    #[pyo3(signature = (timeout = None))]
+    fn join(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+        self.threads.iter().all(|thread| {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()).as_secs_f64());
+            thread.join(py, left)
+        })
+    }
+
+    /// Why a worker stopped early, if one did.
+    fn error(&self) -> Option<String> {
+        let errors = self.errors.lock().unwrap();
+        (!errors.is_empty()).then(|| errors.join("; "))
+    }
+
+    /// The link-layer header type of what is captured (1 = Ethernet).
+    #[getter]
+    fn linktype(&self) -> i32 {
+        1
+    }
+
+    /// One dict of counters per receive queue.
+    fn counters<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.counters.iter().map(|c| rx_dict(py, c)).collect()
+    }
+}
+
+fn capture_error(error: crate::afpacket::CaptureError) -> PyErr {
+    use crate::afpacket::CaptureError as E;
+    match error {
+        E::InvalidFilter { .. } => ConfigError::new_err(error.to_string()),
+        other => super::errors::CaptureError::new_err(other.to_string()),
     }
 }
