@@ -9,6 +9,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,7 +76,16 @@ impl ProducerContext for DeliveryCounter {
                 let len = message.payload_len() as u64;
                 bump(&self.counters.delivered_bytes, len);
             }
-            Err(_) => bump(&self.counters.failed, 1),
+            Err((error, _)) => {
+                let failed = self.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                // Say why, without flooding: the 1st, 10th, 100th... failure.
+                if failed == 10u64.pow(failed.ilog10()) {
+                    eprintln!(
+                        "fastcapa: {}: delivery failed ({failed} so far): {error}",
+                        self.name
+                    );
+                }
+            }
         }
     }
 }
@@ -175,11 +185,11 @@ impl KafkaProducer {
         (count > 0).then_some(count)
     }
 
-    /// Offers one frame: key = capture time in µs (8 bytes, big-endian), the
-    /// record's Kafka timestamp = capture time in ms, `partition` < 0 lets
-    /// librdkafka's partitioner choose by key.
+    /// Offers one frame: key = capture time in µs (8 bytes, big-endian),
+    /// `timestamp_ms` the record's Kafka timestamp (0: librdkafka's clock),
+    /// `partition` < 0 lets librdkafka's partitioner choose by key.
     #[inline]
-    pub fn offer(&self, ts_us: u64, partition: i32, value: &[u8]) -> Offer {
+    pub fn offer(&self, ts_us: u64, timestamp_ms: i64, partition: i32, value: &[u8]) -> Offer {
         let key = ts_us.to_be_bytes();
         let vu = |vtype, u| rd::rd_kafka_vu_t { vtype, u };
         use rd::rd_kafka_vtype_t::*;
@@ -201,12 +211,7 @@ impl KafkaProducer {
             ),
             vu(RD_KAFKA_VTYPE_KEY, mem(key.as_ptr(), key.len())),
             vu(RD_KAFKA_VTYPE_VALUE, mem(value.as_ptr(), value.len())),
-            vu(
-                RD_KAFKA_VTYPE_TIMESTAMP,
-                U {
-                    i64_: (ts_us / 1000) as i64,
-                },
-            ),
+            vu(RD_KAFKA_VTYPE_TIMESTAMP, U { i64_: timestamp_ms }),
         ];
         // SAFETY: every pointer in `args` is valid for the call; with
         // RD_KAFKA_MSG_F_COPY librdkafka copies key and value before it

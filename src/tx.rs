@@ -87,15 +87,17 @@ pub fn run(
     loop {
         let mut moved = 0;
         for lane in &mut lanes {
+            let horizon_ms = timestamp_horizon_ms();
             moved += lane.pop_burst(config.burst, |slot| {
                 bump(&counters.dequeued, 1);
                 let partition = match config.flow_partitions {
                     Some(n) => (slot.flow_hash % n) as i32,
                     None => -1,
                 };
+                let timestamp_ms = kafka_timestamp_ms(slot.ts_us, horizon_ms);
                 let mut waited_since: Option<Instant> = None;
                 loop {
-                    match producer.offer(slot.ts_us, partition, &slot.data) {
+                    match producer.offer(slot.ts_us, timestamp_ms, partition, &slot.data) {
                         Offer::Queued => {
                             bump(&counters.produced, 1);
                             bump(&counters.produced_bytes, slot.data.len() as u64);
@@ -155,4 +157,27 @@ pub fn run(
         producer.purge();
     }
     producer.poll(Duration::ZERO);
+}
+
+/// Kafka brokers refuse record timestamps more than an hour ahead of their
+/// clock (`log.message.timestamp.after.max.ms`); capture files hold such
+/// times (and zero, and negative ones that wrap), and a frame must not fail
+/// for its metadata. Timestamps past this horizon are left to librdkafka.
+fn timestamp_horizon_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_millis() as i64 + 3_600_000
+}
+
+/// The record's Kafka timestamp: the capture time in ms when it is
+/// plausible, else 0 (librdkafka then stamps the time of production).
+#[inline]
+fn kafka_timestamp_ms(ts_us: u64, horizon_ms: i64) -> i64 {
+    let ms = (ts_us / 1000) as i64;
+    if ms > 0 && ms <= horizon_ms {
+        ms
+    } else {
+        0
+    }
 }
