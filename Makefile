@@ -10,8 +10,6 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 WORK := .work
-DEMO_BROKER := 127.0.0.1:9092
-DEMO_TOPIC := demo
 APT_PACKAGES := libpcap-dev tcpdump tshark tcpreplay iproute2
 
 .PHONY: help sysdeps venv build kafka-jars demo demo-stop test test-rust lint fmt bench clean
@@ -42,16 +40,8 @@ build: venv ## build the Rust extension into the virtualenv
 kafka-jars: ## resolve Apache Kafka's jars from Maven Central
 	$(PYTHON) tools/kafka/kafka.py resolve
 
-demo: build kafka-jars ## replay a generated capture into a local Kafka and dump it back
-	$(PY) tools/kafka/kafka.py start --port 9092 --dir $(WORK)/kafka
-	$(PY) tools/gen_capture.py --packets 5000 --output $(WORK)/demo.pcap
-	$(PY) -c "from confluent_kafka.admin import AdminClient, NewTopic; \
-		fs = AdminClient({'bootstrap.servers': '$(DEMO_BROKER)'}).create_topics([NewTopic('$(DEMO_TOPIC)', 4, 1)]); \
-		[f.exception(30) for f in fs.values()]"
-	$(VENV)/bin/fastcapa -r $(WORK)/demo.pcap -t $(DEMO_TOPIC) -k $(DEMO_BROKER) -q 2
-	$(VENV)/bin/fastcapa dump -t $(DEMO_TOPIC) -k $(DEMO_BROKER) -o $(WORK)/demo-back.pcap
-	tcpdump -nn -r $(WORK)/demo-back.pcap 2>/dev/null | head -20
-	@echo "(the broker keeps running at $(DEMO_BROKER); 'make demo-stop' stops it)"
+demo: build kafka-jars ## replay a generated capture into a local Kafka, dump it back, show tcpdump
+	$(PY) tools/demo.py
 
 demo-stop: ## stop the demo's broker
 	$(PYTHON) tools/kafka/kafka.py stop --dir $(WORK)/kafka

@@ -12,10 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-try:
-    from kafka_fixture import *  # noqa: F403
-except ImportError:
-    pass
+from kafka_fixture import *  # noqa: F403
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus" / "tcpdump"

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pcapref import read_capture  # noqa: E402
+from pcapref import read_capture
 
 
 def main() -> None:

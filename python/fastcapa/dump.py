@@ -44,14 +44,25 @@ class PcapWriter:
 
     def __init__(self, stream: IO[bytes], linktype: int) -> None:
         self.stream = stream
+        # Capture times a pcap record cannot hold (its seconds are 32 bits).
+        self.out_of_range = 0
         stream.write(struct.pack("=IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, PCAP_SNAPLEN, linktype))
 
     def write(self, ts_us: int, frame: bytes) -> None:
-        seconds, micros = divmod(ts_us, 1_000_000)
-        self.stream.write(
-            struct.pack("=IIII", seconds & 0xFFFFFFFF, micros, len(frame), len(frame))
-        )
+        seconds, micros = split_timestamp(ts_us)
+        if not -(1 << 31) <= seconds < 1 << 32:
+            self.out_of_range += 1
+        header = struct.pack("=IIII", seconds & 0xFFFFFFFF, micros, len(frame), len(frame))
+        self.stream.write(header)
         self.stream.write(frame)
+
+
+def split_timestamp(ts_us: int) -> tuple[int, int]:
+    """Key (µs, unsigned 64-bit) -> (seconds, microseconds). A key past 2^63
+    is a time before 1970 that wrapped (libpcap gives such times when a file's
+    32-bit seconds are negative), so it is read as signed."""
+    signed = ts_us - (1 << 64) if ts_us >= 1 << 63 else ts_us
+    return divmod(signed, 1_000_000)
 
 
 def parse_time(text: str) -> int:
@@ -136,9 +147,8 @@ def run_dump(argv: list[str]) -> int:
     except OSError as e:
         return fail(EXIT_USAGE, ConfigError(f"cannot write {args.output}: {e.strerror}"))
     try:
-        written = dumper.dump(
-            PcapWriter(stream, args.linktype), args.start, args.end, args.count, args.follow
-        )
+        writer = PcapWriter(stream, args.linktype)
+        written = dumper.dump(writer, args.start, args.end, args.count, args.follow)
         stream.flush()
     except FastcapaError as e:
         return fail(EXIT_FAILED, e)
@@ -150,6 +160,12 @@ def run_dump(argv: list[str]) -> int:
         if stream is not sys.stdout.buffer:
             stream.close()
     print(f"fastcapa dump: {written} frames from topic {args.topic}", file=sys.stderr)
+    if writer.out_of_range:
+        print(
+            f"fastcapa dump: note: {writer.out_of_range} capture times lie outside what a pcap "
+            "record holds (32-bit seconds) and were wrapped",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

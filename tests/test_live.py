@@ -1,0 +1,334 @@
+"""Live capture on a real veth pair into a real Kafka broker.
+
+Each test makes its own network namespace and veth pair with two queues,
+sends known frames from the namespace side, captures on this side with
+`fastcapa -i`, and checks what Kafka holds with an independent consumer.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+from conftest import assert_clean_failure
+from fastcapa.dump import PcapWriter
+from kafka_read import read_topic
+from netns import VethPair, netns_available
+from tools_path import gen_capture
+
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.netns,
+    pytest.mark.skipif(not netns_available(), reason="needs root and network namespaces"),
+]
+
+
+class Probe:
+    """`fastcapa -i` running in the background, as an operator starts it."""
+
+    def __init__(self, iface: str, topic: str, bootstrap: str, tmp: Path, *args: str) -> None:
+        self.stats = tmp / f"stats-{topic}.jsonl"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fastcapa",
+                "-i",
+                iface,
+                "-t",
+                topic,
+                "-k",
+                bootstrap,
+                "--stats-json",
+                str(self.stats),
+                "--stats-interval",
+                "1",
+                *args,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        banner = self.proc.stderr.readline()
+        assert "capturing on" in banner, banner + self.proc.stderr.read()
+
+    def stop(self, timeout: float = 60) -> tuple[int, str, dict]:
+        """SIGTERM, then the exit status, stderr and the final report."""
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=timeout)
+        reports = [json.loads(line) for line in self.stats.read_text().splitlines()]
+        assert reports[-1]["final"], err
+        return self.proc.returncode, err, reports[-1]
+
+    def wait_taken(self, frames: int, timeout: float = 30) -> None:
+        """Until the probe's reports say the kernel saw `frames` frames."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = self.stats.read_text().splitlines() if self.stats.exists() else []
+            if lines and json.loads(lines[-1])["nic"]["taken_in"] >= frames:
+                return
+            time.sleep(0.2)
+
+
+def assert_accounting(report: dict) -> None:
+    nic, rx, tx, kaf = (report[s] for s in ("nic", "rx", "tx", "kaf"))
+    assert nic["taken_in"] == rx["taken_in"] + nic["drops"]
+    assert rx["taken_in"] == kaf["out"] + rx["drops"] + tx["drops"] + kaf["drops"]
+
+
+def write_capture(path: Path, frames: list[bytes]) -> str:
+    with open(path, "wb") as stream:
+        writer = PcapWriter(stream, 1)
+        for i, frame in enumerate(frames):
+            writer.write(i, frame)
+    return str(path)
+
+
+def udp_frame(
+    payload: bytes, dport: int = 9000, sport: int = 1234, src: int = 1, vlan: int | None = None
+) -> bytes:
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    ip = (
+        struct.pack(
+            "!BBHHHBBH4s4s",
+            0x45,
+            0,
+            20 + len(udp),
+            1,
+            0,
+            64,
+            17,
+            0,
+            bytes([10, 0, 0, src]),
+            bytes([10, 0, 0, 200]),
+        )
+        + udp
+    )
+    tag = struct.pack("!HH", 0x8100, vlan) if vlan is not None else b""
+    return b"\x02\0\0\0\0\xc8" + bytes([2, 0, 0, 0, 0, src]) + tag + b"\x08\x00" + ip
+
+
+def test_every_frame_once_over_two_queues(kafka, new_topic, tmp_path):
+    capture = tmp_path / "flows.pcap"
+    gen_capture.generate(str(capture), packets=8000, flows=64, size=None, seed=11)
+    topic = new_topic(partitions=4)
+    with VethPair(queues=2) as veth:
+        probe = Probe(
+            veth.probe_side,
+            topic,
+            kafka.bootstrap,
+            tmp_path,
+            "-q",
+            "2",
+            "--tx-workers",
+            "3",
+            "-d",
+            "16384",
+        )
+        sent = veth.send(str(capture), rate=4000)
+        probe.wait_taken(sent["sent"])
+        status, err, report = probe.stop()
+    assert status == 0, err
+    assert_accounting(report)
+    frames = [f for _, f in gen_capture_frames(capture)]
+    records = read_topic(kafka.bootstrap, topic)
+    assert Counter(r.value for r in records) == Counter(frames)
+    assert report["kaf"]["out"] == len(frames) and report["nic"]["drops"] == 0
+    assert all(q["taken"] > 0 for q in report["queues"]), report["queues"]
+    keys = [struct.unpack(">Q", r.key)[0] for r in records]
+    assert sent["first_us"] - 1_000_000 <= min(keys) and max(keys) <= sent["last_us"] + 1_000_000
+    by_flow = defaultdict(list)
+    for r, key in zip(records, keys, strict=True):
+        at = r.value.find(b"FCAP")
+        flow, seq = struct.unpack("!II", r.value[at + 4 : at + 12])
+        by_flow[flow].append((seq, key))
+    for flow, seen in by_flow.items():
+        in_send_order = [key for _, key in sorted(seen)]
+        assert in_send_order == sorted(in_send_order), f"flow {flow}: keys not rising"
+
+
+def gen_capture_frames(path: Path):
+    from pcapref import read_capture
+
+    return read_capture(str(path)).records
+
+
+def fragments() -> list[bytes]:
+    """An IPv4 UDP datagram of 3000 bytes in three fragments."""
+    payload = bytes(range(256)) * 12
+    udp = struct.pack("!HHHH", 4000, 5000, 8 + len(payload[:2992]), 0) + payload[:2992]
+    frames = []
+    for offset in range(0, len(udp), 1480):
+        chunk = udp[offset : offset + 1480]
+        more = 0x2000 if offset + 1480 < len(udp) else 0
+        ip = (
+            struct.pack(
+                "!BBHHHBBH4s4s",
+                0x45,
+                0,
+                20 + len(chunk),
+                77,
+                more | offset // 8,
+                64,
+                17,
+                0,
+                bytes([10, 0, 0, 9]),
+                bytes([10, 0, 0, 200]),
+            )
+            + chunk
+        )
+        frames.append(b"\x02\0\0\0\0\xc8\x02\0\0\0\0\x09\x08\x00" + ip)
+    return frames
+
+
+def ipv6_frame(size: int) -> bytes:
+    body = b"\x00" * (size - 14 - 40 - 8)
+    udp = struct.pack("!HHHH", 1000, 2000, 8 + len(body), 0) + body
+    ip6 = (
+        struct.pack("!IHBB", 0x60000000, len(udp), 17, 64)
+        + b"\xfd"
+        + b"\0" * 14
+        + b"\x01"
+        + b"\xfd"
+        + b"\0" * 14
+        + b"\x02"
+    )
+    return b"\x02\0\0\0\0\xc8\x02\0\0\0\0\x07\x86\xdd" + ip6 + udp
+
+
+def test_sizes_vlan_ipv6_fragments_exactly(kafka, new_topic, tmp_path):
+    frames = [
+        udp_frame(b"x" * max(0, size - 42), src=size % 200)
+        for size in (60, 64, 128, 512, 1024, 1514, 4000, 9014)
+    ]
+    frames += [udp_frame(b"tagged" * 10, vlan=100), udp_frame(b"q" * 1400, vlan=4000)]
+    frames += [ipv6_frame(86), ipv6_frame(1514), ipv6_frame(9014)]
+    frames += fragments()
+    frames += [b"\x02\0\0\0\0\xc8\x02\0\0\0\0\x01\x88\xb5" + b"garbage-ethertype" * 3]
+    topic = new_topic(partitions=1)
+    with VethPair(queues=2, mtu=9000) as veth:
+        probe = Probe(veth.probe_side, topic, kafka.bootstrap, tmp_path, "-q", "2")
+        veth.send(write_capture(tmp_path / "sizes.pcap", frames))
+        probe.wait_taken(len(frames))
+        status, err, report = probe.stop()
+    assert status == 0, err
+    assert_accounting(report)
+    assert Counter(r.value for r in read_topic(kafka.bootstrap, topic)) == Counter(frames)
+
+
+def test_filter_and_snaplen(kafka, new_topic, tmp_path):
+    dns = [udp_frame(b"d" * 200, dport=53, src=i) for i in range(1, 30)]
+    other = [udp_frame(b"o" * 200, dport=9000 + i, src=i) for i in range(1, 30)]
+    mixed = [f for pair in zip(dns, other, strict=True) for f in pair]
+    topic = new_topic(partitions=1)
+    with VethPair() as veth:
+        probe = Probe(
+            veth.probe_side,
+            topic,
+            kafka.bootstrap,
+            tmp_path,
+            "--filter",
+            "udp port 53",
+            "--snaplen",
+            "96",
+        )
+        veth.send(write_capture(tmp_path / "mixed.pcap", mixed))
+        probe.wait_taken(len(dns))
+        time.sleep(0.5)
+        status, err, report = probe.stop()
+    assert status == 0, err
+    assert_accounting(report)
+    values = [r.value for r in read_topic(kafka.bootstrap, topic)]
+    assert sorted(values) == sorted(f[:96] for f in dns)
+
+
+def test_small_ring_with_paused_broker_counts_drops(new_topic, tmp_path):
+    from kafka_fixture import kafka_tool
+
+    with kafka_tool.Cluster(nodes=1) as cluster:
+        topic = new_topic(partitions=1, cluster=cluster)
+        capture = tmp_path / "burst.pcap"
+        gen_capture.generate(str(capture), packets=3000, flows=16, size=200, seed=5)
+        with VethPair() as veth:
+            probe = Probe(
+                veth.probe_side,
+                topic,
+                cluster.bootstrap,
+                tmp_path,
+                "-x",
+                "8",
+                "-X",
+                "queue.buffering.max.messages=50",
+                "-X",
+                "message.timeout.ms=60000",
+                "--drain-timeout",
+                "30",
+            )
+            cluster.pause_node(0)
+            try:
+                veth.send(str(capture), rate=3000)
+                probe.wait_taken(3000)
+            finally:
+                cluster.resume_node(0)
+            status, err, report = probe.stop()
+        assert status == 0, err
+        assert_accounting(report)
+        assert report["rx"]["drops"] > 0, report
+        assert report["nic"]["taken_in"] == 3000
+        delivered = read_topic(cluster.bootstrap, topic)
+        assert len(delivered) == report["kaf"]["out"]
+
+
+def test_sigterm_during_traffic_delivers_what_was_taken(kafka, new_topic, tmp_path):
+    capture = tmp_path / "steady.pcap"
+    gen_capture.generate(str(capture), packets=20000, flows=32, size=300, seed=9)
+    topic = new_topic(partitions=2)
+    with VethPair() as veth:
+        probe = Probe(veth.probe_side, topic, kafka.bootstrap, tmp_path)
+        sender = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                veth.netns,
+                sys.executable,
+                str(Path(__file__).with_name("sender.py")),
+                veth.sender_side,
+                str(capture),
+                "5000",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(1.5)
+            status, err, report = probe.stop()
+        finally:
+            sender.kill()
+            sender.wait()
+    assert status == 0, err
+    assert_accounting(report)
+    assert 0 < report["kaf"]["out"] < 20000
+    assert report["kaf"]["out"] == report["rx"]["taken_in"] - report["rx"]["drops"]
+    assert len(read_topic(kafka.bootstrap, topic)) == report["kaf"]["out"]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["-i", "fcnosuch0"], "no such interface"),
+        (["-i", "lo", "-x", "1000"], "power of two"),
+        (["-i", "lo", "-q", "0"], "at least 1"),
+        (["-i", "lo", "--filter", "udp port banana"], "filter"),
+    ],
+    ids=["missing-interface", "ring-not-power-of-two", "zero-queues", "invalid-filter"],
+)
+def test_bad_live_input(args, words, kafka, fastcapa):
+    run = fastcapa(*args, "-k", kafka.bootstrap)
+    assert_clean_failure(run, 2)
+    assert words in run.stderr
