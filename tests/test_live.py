@@ -332,3 +332,47 @@ def test_bad_live_input(args, words, kafka, fastcapa):
     run = fastcapa(*args, "-k", kafka.bootstrap)
     assert_clean_failure(run, 2)
     assert words in run.stderr
+
+
+def scrape(port: int) -> dict[tuple[str, str], float]:
+    """fastcapa_frames_total samples by (stage, kind)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "fastcapa_frames":
+            for sample in family.samples:
+                samples[(sample.labels["stage"], sample.labels["kind"])] = sample.value
+    return samples
+
+
+def test_metrics_move_and_agree_with_the_final_report(kafka, new_topic, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    capture = tmp_path / "m.pcap"
+    gen_capture.generate(str(capture), packets=3000, flows=16, size=400, seed=2)
+    topic = new_topic(partitions=1)
+    with VethPair() as veth:
+        probe = Probe(
+            veth.probe_side, topic, kafka.bootstrap, tmp_path, "--metrics-port", str(port)
+        )
+        before = scrape(port)
+        veth.send(str(capture), rate=3000)
+        probe.wait_taken(3000)
+        deadline = time.monotonic() + 30
+        while scrape(port)[("kaf", "out")] < 3000 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        during = scrape(port)
+        status, err, report = probe.stop()
+    assert status == 0, err
+    assert before[("nic", "in")] == 0
+    assert during[("kaf", "out")] == report["kaf"]["out"] == 3000
+    for stage in ("nic", "rx", "tx", "kaf"):
+        assert during[(stage, "in")] == report[stage]["taken_in"]
+        assert during[(stage, "dropped")] == report[stage]["drops"]

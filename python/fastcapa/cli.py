@@ -259,6 +259,7 @@ def run_capture(argv: list[str]) -> int:
         settings = settings_from_args(args)
         pipeline = Pipeline(settings)
         pipeline.connect()
+        pipeline.serve_metrics()
     except FastcapaError as e:
         return fail(EXIT_USAGE, e)
     source = settings.read or settings.interface

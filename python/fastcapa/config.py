@@ -11,6 +11,7 @@ value when the producers are created (no hand-kept list of properties here).
 from __future__ import annotations
 
 import configparser
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,6 +175,13 @@ class CaptureSettings:
             raise ConfigError("--stats-interval must be positive")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"--metrics-port must be a TCP port, got {self.metrics_port}")
+        allowed = os.sched_getaffinity(0)
+        outside = [cpu for cpu in self.cpus if cpu not in allowed]
+        if outside:
+            raise ConfigError(
+                f"--cpus: core(s) {outside} are not available to this process "
+                f"(allowed: {sorted(allowed)})"
+            )
         if not self.topic or any(ch.isspace() for ch in self.topic):
             raise ConfigError(f"invalid topic name {self.topic!r}")
         return self

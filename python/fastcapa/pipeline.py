@@ -107,6 +107,13 @@ class Pipeline:
     def linktype(self) -> int:
         return self.source.linktype
 
+    def serve_metrics(self) -> None:
+        """Starts the Prometheus exporter when --metrics-port asks for it."""
+        if self.settings.metrics_port is not None:
+            from fastcapa.metrics import serve
+
+            serve(self.settings.metrics_port, self.snapshot)
+
     def connect(self) -> None:
         """Fails with KafkaError unless the cluster answers within --connect-timeout."""
         self.workers[0].check_connection(self.settings.connect_timeout)
