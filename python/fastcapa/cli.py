@@ -63,7 +63,7 @@ def kafka_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     return group
 
 
-def _positive_int(text: str) -> int:
+def _integer(text: str) -> int:
     try:
         return int(text, 10)
     except ValueError:
@@ -96,7 +96,7 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
     source.add_argument("-r", "--read", metavar="FILE", help="replay a pcap or pcapng file")
     source.add_argument(
         "--snaplen",
-        type=_positive_int,
+        type=_integer,
         default=0,
         metavar="N",
         help="cut each frame to N bytes (0: whole frame)",
@@ -106,7 +106,7 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
     )
     source.add_argument(
         "--count",
-        type=_positive_int,
+        type=_integer,
         default=0,
         metavar="N",
         help="stop after N frames (0: run until stopped)",
@@ -116,7 +116,7 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
     pipeline.add_argument(
         "-q",
         "--rx-queues",
-        type=_positive_int,
+        type=_integer,
         default=1,
         metavar="N",
         help="receive queues = receive workers = transmit rings",
@@ -124,7 +124,7 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
     pipeline.add_argument(
         "-b",
         "--rx-burst",
-        type=_positive_int,
+        type=_integer,
         default=32,
         metavar="N",
         help="most packets a receive worker fetches at once",
@@ -132,7 +132,7 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
     pipeline.add_argument(
         "-d",
         "--rx-desc",
-        type=_positive_int,
+        type=_integer,
         default=4096,
         metavar="N",
         help="receive queue size, in frames",
@@ -140,7 +140,7 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
     pipeline.add_argument(
         "-x",
         "--tx-ring",
-        type=_positive_int,
+        type=_integer,
         default=2048,
         metavar="N",
         help="transmit ring size in packets, a power of two",
@@ -148,14 +148,14 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
     pipeline.add_argument(
         "-w",
         "--tx-burst",
-        type=_positive_int,
+        type=_integer,
         default=256,
         metavar="N",
         help="most packets a transmit worker dequeues at once",
     )
     pipeline.add_argument(
         "--tx-workers",
-        type=_positive_int,
+        type=_integer,
         metavar="N",
         help="transmit workers, spread over the rings (default: one per ring)",
     )
@@ -206,7 +206,7 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
     )
     output.add_argument(
         "--metrics-port",
-        type=_positive_int,
+        type=_integer,
         metavar="PORT",
         help="serve Prometheus metrics on that port",
     )
