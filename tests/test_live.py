@@ -376,3 +376,16 @@ def test_metrics_move_and_agree_with_the_final_report(kafka, new_topic, tmp_path
     for stage in ("nic", "rx", "tx", "kaf"):
         assert during[(stage, "in")] == report[stage]["taken_in"]
         assert during[(stage, "dropped")] == report[stage]["drops"]
+
+
+def test_fragments_of_a_datagram_stay_on_one_queue(kafka, new_topic, tmp_path):
+    topic = new_topic(partitions=1)
+    frames = fragments()
+    with VethPair(queues=2) as veth:
+        probe = Probe(veth.probe_side, topic, kafka.bootstrap, tmp_path, "-q", "2")
+        veth.send(write_capture(tmp_path / "frags.pcap", frames))
+        probe.wait_taken(len(frames))
+        status, err, report = probe.stop()
+    assert status == 0, err
+    assert sorted(q["taken"] for q in report["queues"]) == [0, len(frames)]
+    assert Counter(r.value for r in read_topic(kafka.bootstrap, topic)) == Counter(frames)
