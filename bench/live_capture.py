@@ -37,6 +37,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (librdkafka's threads summed by kind)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    by_name: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = re.sub(r"(rdk:broker).*", r"\1", name)
+        by_name[name] = by_name.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return by_name
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=200_000)
@@ -105,6 +120,7 @@ def main() -> int:
                     break
             time.sleep(0.5)
         cpu = cpu_seconds(probe.pid) - cpu_before
+        threads = thread_cpu(probe.pid)
         probe.send_signal(signal.SIGTERM)
         probe.communicate(timeout=60)
         final = json.loads(stats.read_text().splitlines()[-1])
@@ -121,6 +137,7 @@ def main() -> int:
         "delivered": final["kaf"]["out"],
         "probe_cpu_s": round(cpu, 3),
         "probe_cpu_us_per_packet": round(cpu / max(1, final["nic"]["taken_in"]) * 1e6, 3),
+        "cpu_s_by_thread": {k: round(v, 3) for k, v in sorted(threads.items())},
     }
     print(json.dumps(result, indent=2))
     return 0

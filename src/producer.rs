@@ -100,6 +100,9 @@ pub enum Offer {
     Refused(String),
 }
 
+/// Most report events one `serve_reports` call handles (each is a batch).
+const REPORT_EVENTS_PER_CALL: usize = 16;
+
 pub struct KafkaProducer {
     producer: BaseProducer<DeliveryCounter>,
     topic: *mut rd::rd_kafka_topic_t,
@@ -240,9 +243,18 @@ impl KafkaProducer {
         }
     }
 
-    /// Serves delivery reports (and statistics), waiting up to `timeout` for one.
-    pub fn poll(&self, timeout: Duration) {
-        self.producer.poll(timeout);
+    /// Serves the delivery reports (and statistics) that are waiting, without
+    /// blocking. (`BaseProducer::poll` with a timeout keeps polling until the
+    /// deadline, and rounds what is left below 1 ms down to a non-blocking
+    /// poll: it spins for the rest of the millisecond after every event.)
+    pub fn serve_reports(&self) {
+        for _ in 0..REPORT_EVENTS_PER_CALL {
+            let before = self.producer.in_flight_count();
+            self.producer.poll(Duration::ZERO);
+            if self.producer.in_flight_count() == before {
+                break;
+            }
+        }
     }
 
     /// Messages in the producer not yet acknowledged or failed.
@@ -261,11 +273,12 @@ impl KafkaProducer {
         self.producer
             .purge(PurgeConfig::default().queue().inflight());
         // Purged messages report through the delivery callback; serve them.
-        for _ in 0..100 {
-            self.producer.poll(Duration::from_millis(10));
+        for _ in 0..1000 {
+            self.serve_reports();
             if self.in_flight() == 0 {
                 break;
             }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }

@@ -16,6 +16,12 @@ use crate::counters::{bump, TxCounters};
 use crate::producer::{KafkaProducer, Offer};
 use crate::ring::LaneReader;
 
+/// Sleep of a worker with nothing to send: short against the receive
+/// side's bursts, long enough that an idle probe costs next to no CPU.
+const IDLE_PAUSE: Duration = Duration::from_micros(500);
+/// Sleep between offers to a full producer queue.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_micros(200);
+
 pub struct TxConfig {
     /// Most frames taken off one lane at once (`-w`).
     pub burst: usize,
@@ -83,7 +89,6 @@ pub fn run(
     counters: Arc<TxCounters>,
 ) {
     control.epoch();
-    let idle_wait = Duration::from_millis(1);
     loop {
         let mut moved = 0;
         for lane in &mut lanes {
@@ -120,7 +125,8 @@ pub fn run(
                                 break;
                             }
                             // Serving delivery reports is what frees room.
-                            producer.poll(Duration::from_millis(1));
+                            producer.serve_reports();
+                            std::thread::sleep(QUEUE_FULL_PAUSE);
                         }
                     }
                 }
@@ -136,9 +142,10 @@ pub fn run(
             if control.finishing() && control.remaining().is_zero() {
                 break;
             }
-            producer.poll(idle_wait);
+            producer.serve_reports();
+            std::thread::sleep(IDLE_PAUSE);
         } else {
-            producer.poll(Duration::ZERO);
+            producer.serve_reports();
         }
     }
     // Frames the rings still hold could not be handed over in time.
@@ -156,7 +163,7 @@ pub fn run(
     if producer.in_flight() > 0 {
         producer.purge();
     }
-    producer.poll(Duration::ZERO);
+    producer.serve_reports();
 }
 
 /// Kafka brokers refuse record timestamps more than an hour ahead of their
