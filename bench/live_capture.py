@@ -55,7 +55,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=200_000)
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--size", type=int, default=64, help="frame bytes (0: IMIX)")
     parser.add_argument("--queues", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="tcpreplay --loop")
     args = parser.parse_args()
