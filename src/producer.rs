@@ -53,10 +53,12 @@ impl ClientContext for DeliveryCounter {
     fn stats_raw(&self, statistics: &[u8]) {
         if let Some(file) = &self.stats_file {
             if let Ok(mut file) = file.lock() {
-                // One JSON object per line, as Metron's fastcapa wrote them.
-                let _ = file
-                    .write_all(statistics)
-                    .and_then(|_| file.write_all(b"\n"));
+                // One JSON object per line, as Metron's fastcapa wrote them, in
+                // one write: several producers append to the same file.
+                let mut line = Vec::with_capacity(statistics.len() + 1);
+                line.extend_from_slice(statistics);
+                line.push(b'\n');
+                let _ = file.write_all(&line);
             }
         }
     }

@@ -144,10 +144,23 @@ def test_multi_queue_replay_spreads_and_keeps_flow_order(kafka, new_topic, fastc
         "flow",
         "--stats-json",
         str(stats),
+        "-s",
+        str(tmp_path / "librdkafka.jsonl"),
+        "-X",
+        "statistics.interval.ms=20",
+        "-X",
+        "client.id=probe-under-test",
     )
     assert run.status == 0, run.stderr
     report = final_report(stats)
     assert_accounting(report)
+    # librdkafka's own statistics, one JSON object a line, from producers
+    # configured with the -X settings.
+    kafka_stats = [
+        json.loads(line) for line in (tmp_path / "librdkafka.jsonl").read_text().splitlines()
+    ]
+    assert kafka_stats and {s["type"] for s in kafka_stats} == {"producer"}
+    assert {s["client_id"] for s in kafka_stats} == {"probe-under-test"}
     assert len(report["queues"]) == 2 and all(q["taken"] > 0 for q in report["queues"])
     assert len(report["workers"]) == 3 and all(w["delivered"] > 0 for w in report["workers"])
     records = read_topic(kafka.bootstrap, topic)
