@@ -266,7 +266,19 @@ impl KafkaProducer {
 
     /// Waits up to `timeout` for everything queued to be acknowledged.
     pub fn flush(&self, timeout: Duration) -> bool {
-        self.producer.flush(timeout).is_ok()
+        // Not `BaseProducer::flush`: it polls with a deadline, which spins
+        // (see `serve_reports`) for as long as a broker stays away.
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            self.serve_reports();
+            if self.in_flight() == 0 {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Fails everything still queued or in flight; their delivery reports

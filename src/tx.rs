@@ -89,31 +89,36 @@ pub fn run(
     counters: Arc<TxCounters>,
 ) {
     control.epoch();
+    let mut queue_full_since: Option<Instant> = None;
     loop {
         let mut moved = 0;
         for lane in &mut lanes {
             let horizon_ms = timestamp_horizon_ms();
-            moved += lane.pop_burst(config.burst, |slot| {
-                bump(&counters.dequeued, 1);
+            // Counted per burst: one atomic add per figure, not per frame.
+            let (mut produced, mut produced_bytes, mut dropped) = (0u64, 0u64, 0u64);
+            let taken = lane.pop_burst(config.burst, |slot| {
                 let partition = match config.flow_partitions {
                     Some(n) => (slot.flow_hash % n) as i32,
                     None => -1,
                 };
                 let timestamp_ms = kafka_timestamp_ms(slot.ts_us, horizon_ms);
-                let mut waited_since: Option<Instant> = None;
                 loop {
                     match producer.offer(slot.ts_us, timestamp_ms, partition, &slot.data) {
                         Offer::Queued => {
-                            bump(&counters.produced, 1);
-                            bump(&counters.produced_bytes, slot.data.len() as u64);
+                            queue_full_since = None;
+                            produced += 1;
+                            produced_bytes += slot.data.len() as u64;
                             break;
                         }
                         Offer::Refused(_) => {
-                            bump(&counters.dropped, 1);
+                            dropped += 1;
                             break;
                         }
                         Offer::QueueFull => {
-                            let since = *waited_since.get_or_insert_with(Instant::now);
+                            // The wait budget runs from when the queue became
+                            // full, not per frame: once it is spent, frames are
+                            // dropped at once until the queue takes one again.
+                            let since = *queue_full_since.get_or_insert_with(Instant::now);
                             let gave_up = match config.queue_full_wait {
                                 Some(limit) => since.elapsed() >= limit,
                                 None => false,
@@ -121,7 +126,7 @@ pub fn run(
                             let finishing_late =
                                 control.finishing() && control.remaining().is_zero();
                             if gave_up || control.aborted() || finishing_late {
-                                bump(&counters.dropped, 1);
+                                dropped += 1;
                                 break;
                             }
                             // Serving delivery reports is what frees room.
@@ -131,6 +136,11 @@ pub fn run(
                     }
                 }
             });
+            bump(&counters.dequeued, taken as u64);
+            bump(&counters.produced, produced);
+            bump(&counters.produced_bytes, produced_bytes);
+            bump(&counters.dropped, dropped);
+            moved += taken;
         }
         if moved == 0 {
             if control.aborted() {
