@@ -58,12 +58,16 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64, help="frame bytes (0: IMIX)")
     parser.add_argument("--queues", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="tcpreplay --loop")
+    parser.add_argument("--tx-ring", type=int, default=2048, help="fastcapa -x")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fcbench-"))
     capture = tmp / "frames.pcap"
     gen_capture.generate(str(capture), args.packets, 256, args.size, seed=1)
     total = args.packets * args.repeat
-    with kafka.Cluster(nodes=1) as cluster, VethPair(queues=args.queues) as veth:
+    # The broker with its JIT whole (tools/kafka's default stops at C1 for a
+    # fast start in tests, which costs throughput).
+    broker = kafka.Cluster(nodes=1, jvm_opts=["-XX:+UseSerialGC"])
+    with broker as cluster, VethPair(queues=args.queues) as veth:
         stats = tmp / "stats.jsonl"
         probe = subprocess.Popen(
             [
@@ -128,6 +132,7 @@ def main() -> int:
         "frames_sent": total,
         "frame_bytes": args.size,
         "queues": args.queues,
+        "tx_ring": args.tx_ring,
         "sender_pps": float(rate.group(1)) if rate else total / sent_in,
         "nic_in": final["nic"]["taken_in"],
         "nic_drops": final["nic"]["drops"],
