@@ -52,3 +52,10 @@ def assert_clean_failure(run: Run, status: int) -> None:
     assert "Traceback" not in run.stderr, run.stderr
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, run.stderr
+
+
+def assert_accounting(report: dict) -> None:
+    """The sums of SPEC §2, checked on a --stats-json report."""
+    nic, rx, tx, kaf = (report[s] for s in ("nic", "rx", "tx", "kaf"))
+    assert nic["taken_in"] == rx["taken_in"] + nic["drops"]
+    assert rx["taken_in"] == kaf["out"] + rx["drops"] + tx["drops"] + kaf["drops"]

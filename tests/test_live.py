@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import assert_clean_failure
+from conftest import assert_accounting, assert_clean_failure
 from fastcapa.dump import PcapWriter
 from kafka_read import read_topic
 from netns import VethPair, netns_available
@@ -74,12 +74,6 @@ class Probe:
             if lines and json.loads(lines[-1])["nic"]["taken_in"] >= frames:
                 return
             time.sleep(0.2)
-
-
-def assert_accounting(report: dict) -> None:
-    nic, rx, tx, kaf = (report[s] for s in ("nic", "rx", "tx", "kaf"))
-    assert nic["taken_in"] == rx["taken_in"] + nic["drops"]
-    assert rx["taken_in"] == kaf["out"] + rx["drops"] + tx["drops"] + kaf["drops"]
 
 
 def write_capture(path: Path, frames: list[bytes]) -> str:

@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, assert_clean_failure
+from conftest import CORPUS, assert_accounting, assert_clean_failure
 from kafka_read import read_topic
 from pcapref import read_capture
 
@@ -37,12 +37,6 @@ def as_in_pcap(ts_us: int) -> int:
     seconds, micros = divmod(signed, 1_000_000)
     seconds = (seconds + (1 << 31)) % (1 << 32) - (1 << 31)
     return (seconds * 1_000_000 + micros) % (1 << 64)
-
-
-def assert_accounting(report: dict) -> None:
-    nic, rx, tx, kaf = (report[s] for s in ("nic", "rx", "tx", "kaf"))
-    assert nic["taken_in"] == rx["taken_in"] + nic["drops"]
-    assert rx["taken_in"] == kaf["out"] + rx["drops"] + tx["drops"] + kaf["drops"]
 
 
 def assert_topic_holds(records, expected: list[tuple[int, bytes]], file_order=True) -> None:
