@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import logging
 import struct
 import sys
 import time
@@ -182,8 +183,13 @@ class Dumper:
             "auto.offset.reset": "earliest",
             "enable.partition.eof": True,
         }
+        # librdkafka logs every failed connection attempt; what matters reaches
+        # the operator as fastcapa's own one-line error instead.
+        quiet = logging.getLogger("fastcapa.dump.librdkafka")
+        quiet.addHandler(logging.NullHandler())
+        quiet.propagate = False
         try:
-            self.consumer = Consumer(config)
+            self.consumer = Consumer(config, logger=quiet)
         except KafkaException as e:
             raise ConfigError(f"invalid Kafka setting: {e.args[0].str()}") from None
         try:

@@ -19,7 +19,6 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import IO
 
 from fastcapa import _fastcapa
 from fastcapa.config import CaptureSettings
@@ -56,6 +55,8 @@ class Pipeline:
 
     def __init__(self, settings: CaptureSettings) -> None:
         self.settings = settings
+        # Opened first, so an unwritable --stats-json is a usage error before anything starts.
+        self.reporter = Reporter(sys.stderr, settings.stats_json)
         queues, workers = settings.rx_queues, settings.workers
         served = assign_lanes(queues, workers)
         lanes_per_ring = [0] * queues
@@ -128,9 +129,8 @@ class Pipeline:
             [worker.counters() for worker in self.workers],
         )
 
-    def run(self, stream: IO[str] = sys.stderr) -> Outcome:
-        settings = self.settings
-        reporter = Reporter(stream, settings.stats_json)
+    def run(self) -> Outcome:
+        settings, reporter = self.settings, self.reporter
         signals = _SignalLatch()
         try:
             for worker in self.workers:

@@ -12,6 +12,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import IO
 
+from fastcapa.errors import ConfigError
+
 STAGES = ("nic", "rx", "tx", "kaf")
 
 
@@ -149,7 +151,10 @@ class Reporter:
     def __init__(self, stream: IO[str], json_path: str | None) -> None:
         """Rates of the first report are counted from now."""
         self.stream = stream
-        self.json_file = open(json_path, "a", encoding="utf-8") if json_path else None  # noqa: SIM115
+        try:
+            self.json_file = open(json_path, "a", encoding="utf-8") if json_path else None  # noqa: SIM115
+        except OSError as e:
+            raise ConfigError(f"cannot write --stats-json {json_path}: {e.strerror}") from None
         self.previous = Snapshot.zero(time.time())
 
     def report(self, now: Snapshot, final: bool = False) -> None:
