@@ -7,6 +7,7 @@ pub mod afpacket;
 pub mod capfile;
 pub mod counters;
 pub mod flow;
+pub mod privileges;
 pub mod producer;
 pub mod ring;
 pub mod rx;

@@ -33,10 +33,14 @@ pytestmark = [
 class Probe:
     """`fastcapa -i` running in the background, as an operator starts it."""
 
-    def __init__(self, iface: str, topic: str, bootstrap: str, tmp: Path, *args: str) -> None:
+    def __init__(
+        self, iface: str, topic: str, bootstrap: str, tmp: Path, *args: str, prefix=()
+    ) -> None:
+        """`prefix`: a command to start it under, e.g. setpriv with other credentials."""
         self.stats = tmp / f"stats-{topic}.jsonl"
         self.proc = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "fastcapa",

@@ -114,6 +114,12 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
     source.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after that time")
     pipeline = parser.add_argument_group("pipeline")
     pipeline.add_argument(
+    source.add_argument(
+        "--user",
+        metavar="USER",
+        help="run as USER once the capture sockets are open (start as root);"
+        " every capability is given up at that point in any case",
+    )
         "-q",
         "--rx-queues",
         type=_integer,
@@ -251,6 +257,7 @@ def settings_from_args(args: argparse.Namespace) -> CaptureSettings:
     ).validate()
 
 
+        user=args.user,
 def run_capture(argv: list[str]) -> int:
     from fastcapa.pipeline import Pipeline
 

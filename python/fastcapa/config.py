@@ -191,3 +191,4 @@ def _reason(error: OSError | UnicodeDecodeError) -> str:
     if isinstance(error, OSError):
         return error.strerror or str(error)
     return "not UTF-8 text"
+    user: str | None = None

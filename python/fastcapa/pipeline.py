@@ -15,13 +15,17 @@ aborts: what is still queued is counted as dropped.
 
 from __future__ import annotations
 
+import os
+import pwd
 import signal
 import sys
 import time
 from dataclasses import dataclass
+from typing import IO
 
 from fastcapa import _fastcapa
 from fastcapa.config import CaptureSettings
+from fastcapa.errors import ConfigError
 from fastcapa.stats import Reporter, Snapshot
 
 # Main-loop tick: how often the control plane looks at its workers.
@@ -87,6 +91,10 @@ class Pipeline:
                 cpus=settings.cpus,
                 hash_flows=settings.partition_by == "flow",
             )
+        # Every file and socket that needs a privilege is open now; the rest
+        # (producers, workers, the metrics server) starts without any.
+        self.kafka_stats = _open_kafka_stats(settings.kafka_stats)
+        _fastcapa.drop_privileges(_user_ids(settings.user) if settings.user else None)
         kafka = list(settings.kafka.items())
         # A replay loses nothing by waiting for room in the producer queue;
         # a live capture must keep taking frames, so it waits only briefly.
@@ -99,7 +107,7 @@ class Pipeline:
                 kafka,
                 burst=settings.tx_burst,
                 queue_full_wait=queue_full_wait,
-                stats_file=settings.kafka_stats,
+                stats_fd=self.kafka_stats.fileno() if self.kafka_stats else None,
             )
             for i, pairs in enumerate(served)
         ]
@@ -168,6 +176,26 @@ class Pipeline:
             signals.restore()
             reporter.close()
         return Outcome(final, self.source.error(), interrupted=signals.count > 0)
+
+
+def _open_kafka_stats(path: str | None) -> IO[bytes] | None:
+    if path is None:
+        return None
+    try:
+        return open(path, "ab")  # the producers write to it until the end
+    except OSError as e:
+        raise ConfigError(f"cannot write -s {path}: {e.strerror}") from None
+
+
+def _user_ids(name: str) -> tuple[int, int]:
+    """--user NAME (or a numeric uid) -> (uid, gid of its primary group)."""
+    try:
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        raise ConfigError(f"--user: no such user {name!r}") from None
+    if os.geteuid() != 0:
+        raise ConfigError("--user needs fastcapa to start as root")
+    return entry.pw_uid, entry.pw_gid
 
 
 class _SignalLatch:

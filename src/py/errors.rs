@@ -61,3 +61,9 @@ impl From<crate::ring::RingError> for PyErr {
         ConfigError::new_err(error.to_string())
     }
 }
+
+impl From<crate::privileges::PrivilegeError> for PyErr {
+    fn from(error: crate::privileges::PrivilegeError) -> PyErr {
+        ConfigError::new_err(error.to_string())
+    }
+}

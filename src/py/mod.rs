@@ -13,6 +13,16 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<workers::FileSource>()?;
     m.add_class::<workers::LiveSource>()?;
     m.add_class::<workers::TxWorker>()?;
+    m.add_function(wrap_pyfunction!(drop_privileges, m)?)?;
     m.add("LIBRDKAFKA_VERSION", rdkafka::util::get_rdkafka_version().1)?;
     Ok(())
+}
+
+/// Switches to `user` (uid, gid) when given, then gives up every capability
+/// of the calling thread. Call it while no other thread holds capabilities:
+/// after the capture sockets are open, before any worker or producer exists.
+#[pyfunction]
+#[pyo3(signature = (user=None))]
+fn drop_privileges(user: Option<(u32, u32)>) -> PyResult<()> {
+    Ok(crate::privileges::drop_privileges(user)?)
 }

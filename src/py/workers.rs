@@ -2,7 +2,7 @@
 //! native thread that never attaches to Python; these wrappers only start,
 //! steer, join and read counters.
 
-use std::fs::OpenOptions;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -234,9 +234,11 @@ pub struct TxWorker {
 #[pymethods]
 impl TxWorker {
     /// Creates the producer (raising ConfigError for a setting librdkafka
-    /// refuses) and takes the given `(ring, lane)` consumers.
+    /// refuses) and takes the given `(ring, lane)` consumers. `stats_fd` is
+    /// an open file (the caller's, duplicated here) for librdkafka's
+    /// statistics: the caller opens it before giving up its privileges.
     #[new]
-    #[pyo3(signature = (name, lanes, topic, settings, burst = 256, queue_full_wait = Some(0.1), stats_file = None))]
+    #[pyo3(signature = (name, lanes, topic, settings, burst = 256, queue_full_wait = Some(0.1), stats_fd = None))]
     fn new(
         name: String,
         lanes: Vec<(Bound<'_, TxRing>, usize)>,
@@ -244,20 +246,20 @@ impl TxWorker {
         settings: Vec<(String, String)>,
         burst: usize,
         queue_full_wait: Option<f64>,
-        stats_file: Option<String>,
+        stats_fd: Option<i32>,
     ) -> PyResult<Self> {
         if burst == 0 {
             return Err(ConfigError::new_err("transmit burst must be at least 1"));
         }
         let counters = Arc::<TxCounters>::default();
-        let stats_file = match stats_file {
-            Some(path) => Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(|e| ConfigError::new_err(format!("cannot open {path}: {e}")))?,
-            ),
+        let stats_file = match stats_fd {
+            // SAFETY: only borrowed for the duration of the dup; the caller
+            // keeps its descriptor open while this call runs.
+            Some(fd) => Some(std::fs::File::from(
+                unsafe { BorrowedFd::borrow_raw(fd) }
+                    .try_clone_to_owned()
+                    .map_err(|e| ConfigError::new_err(format!("statistics file: {e}")))?,
+            )),
             None => None,
         };
         let producer =
