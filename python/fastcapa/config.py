@@ -137,6 +137,7 @@ class CaptureSettings:
     connect_timeout: float = 10.0
     drain_timeout: float = 30.0
     partition_by: str = "key"
+    user: str | None = None
 
     @property
     def workers(self) -> int:
@@ -191,4 +192,3 @@ def _reason(error: OSError | UnicodeDecodeError) -> str:
     if isinstance(error, OSError):
         return error.strerror or str(error)
     return "not UTF-8 text"
-    user: str | None = None
