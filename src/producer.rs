@@ -139,6 +139,8 @@ impl KafkaProducer {
         let producer: BaseProducer<DeliveryCounter> =
             config.create_with_context(context).map_err(|e| match e {
                 KafkaError::ClientConfig(_, reason, key, value) => {
+                    // librdkafka ends some reasons with a line break: one line, please.
+                    let reason = reason.trim_end().to_string();
                     ProducerError::Setting { key, value, reason }
                 }
                 other => ProducerError::Create(other.to_string()),

@@ -21,6 +21,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and exit 2), not a usage dump."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse quotes the operator's words: keep line breaks and control
+        # characters in them from breaking (or forging) the line.
+        message = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

@@ -12,12 +12,25 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastcapa.errors import ConfigError
 
 INI_SECTIONS = ("kafka-global", "kafka-topic")
+
+# Upper bounds of the numeric options: each value must fit the native type it
+# becomes, and none may ask for more memory or threads than any machine has.
+MAX_QUEUES = 256  # receive queues or transmit workers (a fanout group's old kernel limit)
+MAX_SLOTS = 1 << 24  # ring sizes and bursts, in frames
+MAX_SNAPLEN = 262144  # tcpdump's and libpcap's largest snapshot length
+MAX_COUNT = (1 << 63) - 1
+MAX_SECONDS = 1e9  # about 31 years; far beyond it, durations overflow
+MAX_CPU = 8191  # the largest core number Linux supports (NR_CPUS = 8192)
+
+# Kafka's own rule for topic names.
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 # What fastcapa sets unless the operator says otherwise: a name that shows in
 # the broker's logs and quotas, and batching suited to many small messages.
@@ -29,29 +42,55 @@ PRODUCER_DEFAULTS: dict[str, str] = {
 
 def read_ini(path: str) -> dict[str, str]:
     """Reads fastcapa's INI file into one ordered dict of librdkafka settings."""
+    _check_printable("-c/--config", path)
     parser = configparser.ConfigParser(
-        interpolation=None, delimiters=("=",), comment_prefixes=("#", ";"), strict=True
+        interpolation=None,
+        delimiters=("=",),
+        comment_prefixes=("#", ";"),
+        strict=True,
+        # No [DEFAULT] section: its keys would be copied into every section,
+        # and the section itself would pass unnoticed. No header matches "".
+        default_section="",
     )
-    parser.optionxform = str  # librdkafka property names are case-sensitive
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # names are case-sensitive
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark, as some editors write, is not text.
+        text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {path}: {_reason(e)}") from None
     try:
         parser.read_string(text, source=path)
     except configparser.Error as e:
-        first = str(e).strip().splitlines()[0]
-        raise ConfigError(f"config file {path}: {first}") from None
+        raise ConfigError(f"config file {path}: {_ini_problem(e, text)}") from None
     settings: dict[str, str] = {}
     for section in parser.sections():
         if section not in INI_SECTIONS:
             raise ConfigError(
-                f"config file {path}: unknown section [{section}] "
+                f"config file {path}: unknown section [{_shown(section)}] "
                 f"(expected [kafka-global] or [kafka-topic])"
             )
         for key, value in parser.items(section):
-            settings[key] = _check_setting(key, value, f"config file {path}")
+            settings[key] = _check_setting(key, value, f"config file {path} [{section}]")
     return settings
+
+
+def _ini_problem(error: configparser.Error, text: str) -> str:
+    """What is wrong with the INI text, on one line, with the line number."""
+    lines = text.split("\n")
+
+    def line(number: int) -> str:
+        shown = lines[number - 1] if 0 < number <= len(lines) else ""
+        return f"line {number}: {shown[:80]!r}"
+
+    if isinstance(error, configparser.MissingSectionHeaderError):
+        return f"{line(error.lineno)}: a setting before any [kafka-global] or [kafka-topic]"
+    if isinstance(error, configparser.ParsingError):
+        return f"{line(error.errors[0][0])}: expected key = value"
+    if isinstance(error, configparser.DuplicateOptionError):
+        return f"{line(error.lineno or 0)}: {error.option!r} given twice in [{error.section}]"
+    if isinstance(error, configparser.DuplicateSectionError):
+        return f"{line(error.lineno or 0)}: section [{_shown(error.section)}] given twice"
+    return repr(str(error).strip())
 
 
 def parse_override(text: str) -> tuple[str, str]:
@@ -71,9 +110,31 @@ def _check_setting(key: str, value: str, where: str) -> str:
     for part in (key, value):
         if any(ch in part for ch in "\r\n\0"):
             raise ConfigError(f"{where}: property {key!r} holds a line break or NUL")
+        if not part.isprintable():
+            raise ConfigError(f"{where}: property {key!r} holds a control character")
     if any(ch.isspace() or ch == "=" for ch in key):
         raise ConfigError(f"{where}: invalid property name {key!r}")
     return value
+
+
+def _check_printable(option: str, text: str) -> None:
+    """Names and paths go into messages and logs: no control characters."""
+    if not text.isprintable():
+        raise ConfigError(f"{option} {text!r}: holds a control character")
+
+
+def _shown(text: str) -> str:
+    """Text for a one-line message: as it is when printable, else its repr."""
+    return text if text.isprintable() else repr(text)
+
+
+def check_topic(topic: str) -> str:
+    """A Kafka topic name: 1 to 249 of A-Z a-z 0-9 . _ -, not . or .."""
+    if not TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+        raise ConfigError(
+            f"invalid topic name {topic!r} (Kafka takes 1 to 249 of A-Z a-z 0-9 . _ -)"
+        )
+    return topic
 
 
 def kafka_settings(
@@ -90,23 +151,34 @@ def kafka_settings(
         key, value = parse_override(text)
         settings[key] = value
     if broker is not None or "bootstrap.servers" not in settings:
-        settings["bootstrap.servers"] = broker or "localhost:9092"
+        settings["bootstrap.servers"] = _check_setting(
+            "bootstrap.servers", broker or "localhost:9092", f"-k {broker!r}"
+        )
     return settings
 
 
 def parse_cpus(text: str) -> list[int]:
     """Parses a core list such as `2-5,8`."""
-    cpus: list[int] = []
+    cpus: dict[int, None] = {}  # in order, each core once
     try:
         for part in text.split(","):
             lo, _, hi = part.strip().partition("-")
-            first, last = int(lo), int(hi) if hi else int(lo)
-            if first < 0 or last < first:
+            first, last = _core(lo), _core(hi) if hi else _core(lo)
+            if last < first:
                 raise ValueError
-            cpus.extend(range(first, last + 1))
+            cpus.update(dict.fromkeys(range(first, last + 1)))
     except ValueError:
-        raise ConfigError(f"--cpus {text!r}: expected a list such as 2-5,8") from None
-    return cpus
+        raise ConfigError(
+            f"--cpus {text!r}: expected a list of cores from 0 to {MAX_CPU}, such as 2-5,8"
+        ) from None
+    return list(cpus)
+
+
+def _core(text: str) -> int:
+    """One core number: ASCII digits only (int() takes "1_0", "٣" and " 1")."""
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_CPU:
+        raise ValueError
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -146,32 +218,43 @@ class CaptureSettings:
     def validate(self) -> CaptureSettings:
         if (self.interface is None) == (self.read is None):
             raise ConfigError("give exactly one of -i/--interface and -r/--read")
-        positive = {
-            "-q/--rx-queues": self.rx_queues,
-            "-w/--tx-burst": self.tx_burst,
-            "-b/--rx-burst": self.rx_burst,
-            "-d/--rx-desc": self.rx_desc,
-            "--tx-workers": self.workers,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"{name} must be at least 1, got {value}")
-        if self.tx_ring < 2 or self.tx_ring & (self.tx_ring - 1) or self.tx_ring > 1 << 24:
+        for option, text in (
+            ("-i/--interface", self.interface),
+            ("-r/--read", self.read),
+            ("--stats-json", self.stats_json),
+            ("-s/--kafka-stats", self.kafka_stats),
+        ):
+            if text is not None:
+                _check_printable(option, text)
+        for name, value, most in (
+            ("-q/--rx-queues", self.rx_queues, MAX_QUEUES),
+            ("--tx-workers", self.workers, MAX_QUEUES),
+            ("-w/--tx-burst", self.tx_burst, MAX_SLOTS),
+            ("-b/--rx-burst", self.rx_burst, MAX_SLOTS),
+            ("-d/--rx-desc", self.rx_desc, MAX_SLOTS),
+        ):
+            if not 1 <= value <= most:
+                raise ConfigError(f"{name} must be between 1 and {most}, got {value}")
+        if self.tx_ring < 2 or self.tx_ring & (self.tx_ring - 1) or self.tx_ring > MAX_SLOTS:
             raise ConfigError(
-                f"-x/--tx-ring must be a power of two between 2 and 16777216, got {self.tx_ring}"
+                f"-x/--tx-ring must be a power of two between 2 and {MAX_SLOTS}, got {self.tx_ring}"
             )
-        if self.snaplen < 0:
-            raise ConfigError(f"--snaplen must not be negative, got {self.snaplen}")
-        if self.count < 0:
-            raise ConfigError(f"--count must not be negative, got {self.count}")
-        for name, value in (
+        if not 0 <= self.snaplen <= MAX_SNAPLEN:
+            raise ConfigError(
+                f"--snaplen must be between 0 (whole frame) and {MAX_SNAPLEN}, got {self.snaplen}"
+            )
+        if not 0 <= self.count <= MAX_COUNT:
+            raise ConfigError(f"--count must be between 0 and {MAX_COUNT}, got {self.count}")
+        for name, seconds in (
             ("--duration", self.duration),
             ("--stats-interval", self.stats_interval),
             ("--connect-timeout", self.connect_timeout),
             ("--drain-timeout", self.drain_timeout),
         ):
-            if value is not None and value < 0:
-                raise ConfigError(f"{name} must not be negative, got {value}")
+            if seconds is not None and not 0 <= seconds <= MAX_SECONDS:  # NaN fails too
+                raise ConfigError(
+                    f"{name} must be between 0 and {MAX_SECONDS:.0f} seconds, got {seconds}"
+                )
         if self.stats_interval == 0:
             raise ConfigError("--stats-interval must be positive")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
@@ -179,12 +262,12 @@ class CaptureSettings:
         allowed = os.sched_getaffinity(0)
         outside = [cpu for cpu in self.cpus if cpu not in allowed]
         if outside:
+            shown = ", ".join(map(str, outside[:8])) + (", ..." if len(outside) > 8 else "")
             raise ConfigError(
-                f"--cpus: core(s) {outside} are not available to this process "
+                f"--cpus: core(s) {shown} are not available to this process "
                 f"(allowed: {sorted(allowed)})"
             )
-        if not self.topic or any(ch.isspace() for ch in self.topic):
-            raise ConfigError(f"invalid topic name {self.topic!r}")
+        check_topic(self.topic)
         return self
 
 
