@@ -1,0 +1,521 @@
+"""Fault tests (issue 5): a real Apache Kafka that goes away, fails over,
+stalls, and a probe that runs for a long time.
+
+Every test captures live from a veth pair of its own: `steady.py` sends a
+numbered stream at a steady rate from the namespace side, `fastcapa -i`
+captures the other side, and an independent consumer (confluent-kafka) reads
+the topic back and checks every record: its value is byte for byte the frame
+that was sent, its key the kernel's receive time (8 bytes, big-endian µs,
+close to the send time the frame carries, rising with the sequence number).
+What the probe says it delivered, dropped and where, is checked against what
+Kafka holds and against the sums of SPEC §2.
+
+Brokers are the tests' own (tools/kafka): a single one per module for the
+outage and back-pressure tests (stopped, started and paused at will), the
+three-node `kafka_cluster3` for the failover.
+
+The soak runs FASTCAPA_SOAK_MINUTES minutes (default 2; set 10 for the full
+soak). Select these tests with `-m faults`; each prints its figures (run
+with `-s` to see them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import assert_accounting
+from kafka_fixture import _live, kafka_tool
+from netns import VethPair, netns_available
+from steady import ProcWatch, SteadySender, check_topic, rss_kib
+
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.kafka,
+    pytest.mark.netns,
+    pytest.mark.skipif(not netns_available(), reason="needs root and network namespaces"),
+]
+
+RATE = 1000  # frames/s: a moderate, steady stream
+SIZE = 200  # bytes per frame
+OUTAGE = 20  # seconds the broker stays away
+SOAK_MINUTES = float(os.environ.get("FASTCAPA_SOAK_MINUTES", "2"))
+
+
+class Probe:
+    """`fastcapa -i` in the background, as an operator starts it; stderr to a
+    file (a pipe nobody reads would stall it), a JSON report every second."""
+
+    def __init__(self, iface: str, topic: str, bootstrap: str, tmp: Path, *args: str) -> None:
+        self.stats = tmp / f"stats-{topic}.jsonl"
+        self.err_path = tmp / f"stderr-{topic}.txt"
+        self._err = open(self.err_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fastcapa", "-i", iface, "-t", topic, "-k", bootstrap,
+             "--stats-json", str(self.stats), "--stats-interval", "1", *args],
+            stderr=self._err,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + 60
+        while "capturing on" not in self.stderr():
+            assert self.proc.poll() is None, self.stderr()
+            assert time.monotonic() < deadline, self.stderr()
+            time.sleep(0.1)
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def last(self) -> dict | None:
+        """The latest report, None before the first."""
+        lines = self.stats.read_text().splitlines() if self.stats.exists() else []
+        return json.loads(lines[-1]) if lines else None
+
+    def wait_for(self, what: str, test, timeout: float) -> dict:
+        """Until the latest report passes `test`; fails (saying `what`) after timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, f"the probe exited waiting for {what}\n{self.stderr()}"
+            report = self.last()
+            if report is not None and test(report):
+                return report
+            assert time.monotonic() < deadline, f"no report with {what}: {report}"
+            time.sleep(0.2)
+
+    def stop(self, timeout: float = 90) -> tuple[int, dict]:
+        """SIGTERM; the exit status and the final report. A probe that does
+        not exit within `timeout` fails the test (it hung)."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"the probe did not exit within {timeout} s of SIGTERM\n{self.stderr()}")
+        finally:
+            self._err.close()
+        report = self.last()
+        assert report is not None and report["final"], self.stderr()
+        return self.proc.returncode, report
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._err.close()
+
+
+def drops(report: dict) -> dict[str, int]:
+    return {stage: report[stage]["drops"] for stage in ("nic", "rx", "tx", "kaf")}
+
+
+def settled(report: dict) -> bool:
+    """Everything taken in was delivered or dropped: nothing left on the way."""
+    rx, tx, kaf = report["rx"], report["tx"], report["kaf"]
+    return rx["taken_in"] == kaf["out"] + rx["drops"] + tx["drops"] + kaf["drops"]
+
+
+def figures(name: str, **values: object) -> None:
+    """One line of figures for the closing note (shown with -s, kept in the log)."""
+    print(f"\nFAULT-FIGURES {name}: " + json.dumps(values, default=str), flush=True)
+
+
+@pytest.fixture(scope="module")
+def lone_broker():
+    """A single broker of this module's own, to stop, start and pause."""
+    with kafka_tool.Cluster(nodes=1) as cluster:
+        _live["lone_broker"] = cluster  # its log tail goes into a failed test's report
+        yield cluster
+        del _live["lone_broker"]
+
+
+@pytest.fixture
+def broker(lone_broker):
+    """The module's single broker, running and answering, for each test."""
+    lone_broker.restore()
+    yield lone_broker
+    lone_broker.restore()
+
+
+def topic_on(new_topic, cluster, partitions: int = 2, **config: object) -> str:
+    return new_topic(partitions=partitions, cluster=cluster, config=config)
+
+
+# ---------------------------------------------------------------- broker outage
+
+
+def ride_out_outage(broker, topic: str, tmp_path: Path, count: int, *probe_args: str):
+    """A probe capturing a steady stream of `count` frames while the single
+    broker is stopped for OUTAGE seconds and started again; returns the exit
+    status, the final report, the sender's report, and the figures of the
+    outage (reports at its start and end)."""
+    with VethPair(queues=1) as veth:
+        probe = Probe(veth.probe_side, topic, broker.bootstrap, tmp_path, *probe_args)
+        sender = SteadySender(veth, count, RATE, SIZE)
+        try:
+            probe.wait_for("frames delivered", lambda r: r["kaf"]["out"] >= RATE * 2, 60)
+            broker.stop_node(0)
+            down = time.monotonic()
+            # The broker is gone: the probe keeps capturing and Kafka takes nothing.
+            time.sleep(3)  # acknowledgements already on their way
+            early = probe.wait_for("a report", lambda r: True, 5)
+            time.sleep(max(0.0, OUTAGE - (time.monotonic() - down)))
+            late = probe.wait_for("a report", lambda r: True, 5)
+            assert probe.proc.poll() is None, "the probe exited when the broker went away"
+            broker.start_node(0)
+            outage = round(time.monotonic() - down, 1)
+            sent = sender.wait(timeout=count / RATE + 120)
+            probe.wait_for("every frame seen", lambda r: r["nic"]["taken_in"] >= sent["sent"], 60)
+            # Settled: everything taken was delivered or dropped somewhere.
+            probe.wait_for("the books settled", settled, 180)
+            status, report = probe.stop()
+        finally:
+            sender.kill()
+            probe.kill()
+    return status, report, sent, {"outage_s": outage, "early": early, "late": late}
+
+
+def assert_broker_was_away(outage: dict) -> None:
+    """Kafka acknowledged nothing in the middle of the outage while the probe
+    kept taking frames: the outage was real, and the probe rode it out."""
+    early, late = outage["early"], outage["late"]
+    assert late["kaf"]["out"] == early["kaf"]["out"], (early["kaf"], late["kaf"])
+    assert late["nic"]["taken_in"] > early["nic"]["taken_in"] + RATE * 5, (
+        early["nic"],
+        late["nic"],
+    )
+
+
+def test_outage_with_room_for_it_delivers_every_frame(broker, new_topic, tmp_path):
+    """Ring and producer queue sized for the outage: after the broker is back,
+    Kafka holds every frame exactly once, keys and values exact."""
+    topic = topic_on(new_topic, broker)
+    count = RATE * 45
+    status, report, sent, outage = ride_out_outage(
+        broker, topic, tmp_path, count,
+        "-x", "8192", "--snaplen", "256",
+        "-X", "queue.buffering.max.messages=200000",
+        "-X", "message.timeout.ms=300000",
+    )  # fmt: skip
+    assert status == 0
+    assert_accounting(report)
+    assert_broker_was_away(outage)
+    assert drops(report) == {"nic": 0, "rx": 0, "tx": 0, "kaf": 0}
+    assert report["nic"]["taken_in"] == sent["sent"] == count
+    assert report["kaf"]["out"] == count
+    verdict = check_topic(broker.bootstrap, topic, 1, count, SIZE, keep_keys=True)
+    assert not verdict.bad and verdict.delivered == count and verdict.duplicates == 0, (
+        verdict.summary()
+    )
+    keys = [verdict.keys[seq] for seq in range(count)]
+    assert keys == sorted(keys), "keys do not rise with the sequence (one queue)"
+    figures(
+        "outage-sized",
+        outage_s=outage["outage_s"],
+        queued_at_outage_end=outage["late"]["kaf"]["queued"],
+        sent=count,
+        delivered=verdict.delivered,
+        duplicates=verdict.duplicates,
+        drops=drops(report),
+    )
+
+
+def test_outage_too_big_for_the_queues_counts_the_overflow(broker, new_topic, tmp_path):
+    """A small ring and producer queue: what does not fit is dropped at [rx]
+    or [tx] and counted there; Kafka holds exactly the frames the probe says
+    it delivered, each once; the sums of SPEC §2 hold."""
+    topic = topic_on(new_topic, broker)
+    count = RATE * 40
+    status, report, sent, outage = ride_out_outage(
+        broker, topic, tmp_path, count,
+        "-x", "64",
+        "-X", "queue.buffering.max.messages=2000",
+        "-X", "message.timeout.ms=300000",
+    )  # fmt: skip
+    assert status == 0
+    assert_accounting(report)
+    assert_broker_was_away(outage)
+    d = drops(report)
+    assert report["nic"]["taken_in"] == sent["sent"] == count
+    assert d["nic"] == 0 and d["kaf"] == 0, d
+    # More came in while the broker was away than 2000 messages and 64 slots hold.
+    assert d["rx"] + d["tx"] > 0, d
+    verdict = check_topic(broker.bootstrap, topic, 1, count, SIZE)
+    assert not verdict.bad and verdict.duplicates == 0, verdict.summary()
+    assert verdict.delivered == report["kaf"]["out"], verdict.summary()
+    assert count - verdict.delivered == d["rx"] + d["tx"]
+    figures(
+        "outage-too-small",
+        outage_s=outage["outage_s"],
+        sent=count,
+        delivered=verdict.delivered,
+        drops=d,
+        queued_at_outage_end=outage["late"]["kaf"]["queued"],
+    )
+
+
+def test_outage_longer_than_message_timeout_counts_at_kaf(broker, new_topic, tmp_path):
+    """Room enough, but messages may wait only 5 s: those that expire in the
+    producer are counted at [kaf]; Kafka holds exactly the rest."""
+    topic = topic_on(new_topic, broker)
+    count = RATE * 40
+    status, report, sent, outage = ride_out_outage(
+        broker, topic, tmp_path, count,
+        "-x", "8192", "--snaplen", "256",
+        "-X", "queue.buffering.max.messages=200000",
+        "-X", "message.timeout.ms=5000",
+    )  # fmt: skip
+    assert status == 0
+    assert_accounting(report)
+    assert_broker_was_away(outage)
+    d = drops(report)
+    assert report["nic"]["taken_in"] == sent["sent"] == count
+    assert d["nic"] == d["rx"] == d["tx"] == 0, d
+    assert d["kaf"] > 0, d  # the outage outlasted the message timeout
+    verdict = check_topic(broker.bootstrap, topic, 1, count, SIZE)
+    assert not verdict.bad and verdict.duplicates == 0, verdict.summary()
+    assert verdict.delivered == report["kaf"]["out"] == count - d["kaf"], verdict.summary()
+    figures(
+        "outage-message-timeout",
+        outage_s=outage["outage_s"],
+        sent=count,
+        delivered=verdict.delivered,
+        drops=d,
+    )
+
+
+def test_stop_while_the_broker_is_away_ends_within_the_drain_timeout(broker, new_topic, tmp_path):
+    """SIGTERM while the broker is down: the probe stops within
+    --drain-timeout, counts what it could not deliver at [kaf], exits 0."""
+    topic = topic_on(new_topic, broker)
+    count = RATE * 30
+    with VethPair(queues=1) as veth:
+        probe = Probe(
+            veth.probe_side, topic, broker.bootstrap, tmp_path,
+            "-X", "message.timeout.ms=300000", "--drain-timeout", "5",
+        )  # fmt: skip
+        sender = SteadySender(veth, count, RATE, SIZE)
+        try:
+            probe.wait_for("frames delivered", lambda r: r["kaf"]["out"] >= RATE, 60)
+            broker.stop_node(0)
+            time.sleep(5)
+            before = probe.wait_for("a report", lambda r: True, 5)
+            t = time.monotonic()
+            status, report = probe.stop(timeout=45)
+            took = time.monotonic() - t
+        finally:
+            sender.kill()
+            probe.kill()
+    assert status == 0
+    assert_accounting(report)
+    d = drops(report)
+    assert d["kaf"] >= before["kaf"]["queued"] > 0, (d, before["kaf"])
+    assert report["kaf"]["queued"] == 0
+    broker.start_node(0)
+    verdict = check_topic(broker.bootstrap, topic, 1, count, SIZE)
+    assert not verdict.bad and verdict.duplicates == 0, verdict.summary()
+    assert verdict.delivered == report["kaf"]["out"], verdict.summary()
+    figures("stop-while-away", stop_took_s=round(took, 1), drops=d, delivered=verdict.delivered)
+
+
+# ---------------------------------------------------------------- leader failover
+
+
+def leader_of(bootstrap: str, topic: str, partition: int) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    meta = admin.list_topics(topic, timeout=10)
+    return meta.topics[topic].partitions[partition].leader
+
+
+def test_leader_killed_mid_stream_loses_and_duplicates_nothing(kafka_cluster3, new_topic, tmp_path):
+    """Replication 3, min.insync.replicas=2, acks=all, idempotence: SIGKILL
+    the leader of a partition mid-stream; every frame is in Kafka exactly once."""
+    cluster = kafka_cluster3
+    topic = new_topic(
+        partitions=3, replication=3, config={"min.insync.replicas": 2}, cluster=cluster
+    )
+    count = RATE * 30
+    with VethPair(queues=1) as veth:
+        probe = Probe(
+            veth.probe_side, topic, cluster.bootstrap, tmp_path,
+            "-X", "acks=all", "-X", "enable.idempotence=true",
+            "-X", "message.timeout.ms=300000",
+        )  # fmt: skip
+        sender = SteadySender(veth, count, RATE, SIZE)
+        try:
+            probe.wait_for("frames delivered", lambda r: r["kaf"]["out"] >= RATE * 5, 60)
+            victim = leader_of(cluster.bootstrap, topic, 0)
+            at = probe.last()
+            assert sender.proc.poll() is None, "the stream ended before the kill"
+            cluster.kill(victim)  # SIGKILL
+            survivors = ",".join(cluster.node_bootstrap(i) for i in range(3) if i != victim)
+            deadline = time.monotonic() + 60
+            while leader_of(survivors, topic, 0) in (victim, -1):
+                assert time.monotonic() < deadline, "no new leader for partition 0"
+                time.sleep(0.5)
+            new_leader = leader_of(survivors, topic, 0)
+            sent = sender.wait(timeout=count / RATE + 120)
+            probe.wait_for("every frame delivered", lambda r: r["kaf"]["out"] >= count, 120)
+            status, report = probe.stop()
+        finally:
+            sender.kill()
+            probe.kill()
+    assert sent["sent"] == count
+    assert status == 0
+    assert_accounting(report)
+    assert drops(report) == {"nic": 0, "rx": 0, "tx": 0, "kaf": 0}
+    assert report["kaf"]["out"] == count
+    verdict = check_topic(survivors, topic, 1, count, SIZE)
+    assert not verdict.bad and verdict.delivered == count and verdict.duplicates == 0, (
+        verdict.summary()
+    )
+    figures(
+        "leader-failover",
+        killed_node=victim,
+        new_leader=new_leader,
+        delivered_before_kill=at["kaf"]["out"],
+        sent=count,
+        delivered=verdict.delivered,
+        duplicates=verdict.duplicates,
+        drops=drops(report),
+    )
+
+
+# ---------------------------------------------------------------- back-pressure
+
+
+def test_paused_broker_drops_only_at_rx_tx_and_memory_stays_bounded(broker, new_topic, tmp_path):
+    """SIGSTOP the broker under load: the producer queue fills to its bound,
+    then frames are dropped at [rx]/[tx] and counted; nothing is lost at
+    [nic] or [kaf]; the probe's resident memory stays within what its rings
+    and queue may hold."""
+    topic = topic_on(new_topic, broker)
+    rate, size, pause = 3000, 1000, 15
+    count = rate * (pause + 10)
+    queue_kib, ring_slots = 4096, 1024
+    with VethPair(queues=1) as veth:
+        probe = Probe(
+            veth.probe_side, topic, broker.bootstrap, tmp_path,
+            "-x", str(ring_slots),
+            "-X", "queue.buffering.max.messages=100000",
+            "-X", f"queue.buffering.max.kbytes={queue_kib}",
+            "-X", "message.timeout.ms=300000",
+        )  # fmt: skip
+        watch = ProcWatch(probe.pid, period=0.25)
+        base_rss = rss_kib(probe.pid)[0]
+        sender = SteadySender(veth, count, rate, size)
+        try:
+            probe.wait_for("frames delivered", lambda r: r["kaf"]["out"] >= rate, 60)
+            broker.pause_node(0)
+            paused = time.monotonic()
+            try:
+                # The queue's bound is reached when [tx] starts dropping.
+                full = probe.wait_for("drops at [tx]", lambda r: r["tx"]["drops"] > 0, pause)
+                at_full = watch.sample()
+                time.sleep(max(0.0, pause - (time.monotonic() - paused)))
+                at_end = watch.sample()
+            finally:
+                broker.resume_node(0)
+            sent = sender.wait(timeout=count / rate + 120)
+            probe.wait_for("every frame seen", lambda r: r["nic"]["taken_in"] >= count, 60)
+            status, report = probe.stop()
+        finally:
+            sender.kill()
+            probe.kill()
+            samples = watch.stop()
+    assert status == 0
+    assert_accounting(report)
+    d = drops(report)
+    assert report["nic"]["taken_in"] == sent["sent"] == count
+    assert d["nic"] == 0 and d["kaf"] == 0, d
+    assert d["tx"] > 0 and d["rx"] + d["tx"] == count - report["kaf"]["out"], d
+    verdict = check_topic(broker.bootstrap, topic, 1, count, size)
+    assert not verdict.bad and verdict.duplicates == 0, verdict.summary()
+    assert verdict.delivered == report["kaf"]["out"], verdict.summary()
+    peak = max(s.hwm_kib for s in samples)
+    # What the probe may hold: its AF_PACKET ring (8 MiB by default), the
+    # transmit ring's slots, the producer queue (librdkafka's bound counts
+    # payloads; each message also has its header), and slack for the rest.
+    allowed = base_rss + 8192 + ring_slots * 2 + 2 * queue_kib + 16 * 1024
+    assert peak <= allowed, f"peak RSS {peak} KiB, allowed {allowed} KiB"
+    # Once the queue is full, memory no longer grows with the pause.
+    assert at_end.rss_kib - at_full.rss_kib <= 8 * 1024, (at_full, at_end)
+    figures(
+        "backpressure-paused",
+        rate=rate,
+        frame_bytes=size,
+        pause_s=pause,
+        sent=count,
+        delivered=verdict.delivered,
+        drops=d,
+        queued_when_full=full["kaf"]["queued"],
+        base_rss_kib=base_rss,
+        rss_when_queue_full_kib=at_full.rss_kib,
+        rss_at_pause_end_kib=at_end.rss_kib,
+        peak_rss_kib=peak,
+        fds=samples[-1].fds,
+    )
+
+
+# ---------------------------------------------------------------- soak
+
+
+def test_soak_memory_and_fds_stay_flat(broker, new_topic, tmp_path):
+    """FASTCAPA_SOAK_MINUTES of steady capture: resident memory and open file
+    descriptors flat after warm-up; every frame accounted for and what Kafka
+    holds is what the probe says it delivered."""
+    topic = topic_on(new_topic, broker)
+    seconds = SOAK_MINUTES * 60
+    rate = 2000
+    count = int(rate * seconds)
+    warmup = max(30.0, seconds / 5)
+    with VethPair(queues=2) as veth:
+        probe = Probe(veth.probe_side, topic, broker.bootstrap, tmp_path, "-q", "2")
+        watch = ProcWatch(probe.pid, period=5)
+        sender = SteadySender(veth, count, rate, SIZE)
+        try:
+            sent = sender.wait(timeout=seconds + 300)
+            probe.wait_for("every frame seen", lambda r: r["nic"]["taken_in"] >= count, 60)
+            watch.sample()
+            status, report = probe.stop()
+        finally:
+            sender.kill()
+            probe.kill()
+            samples = watch.stop()
+    assert status == 0
+    assert_accounting(report)
+    assert report["nic"]["taken_in"] == sent["sent"] == count
+    verdict = check_topic(broker.bootstrap, topic, 1, count, SIZE, timeout=600)
+    assert not verdict.bad and verdict.duplicates == 0, verdict.summary()
+    assert verdict.delivered == report["kaf"]["out"], verdict.summary()
+    settled = [s for s in samples if s.t >= warmup]
+    assert len(settled) >= 3, samples
+    rss = [s.rss_kib for s in settled]
+    fds = [s.fds for s in settled]
+    growth = max(rss) - settled[0].rss_kib
+    figures(
+        "soak",
+        minutes=SOAK_MINUTES,
+        rate=rate,
+        sent=count,
+        delivered=verdict.delivered,
+        drops=drops(report),
+        warmup_s=warmup,
+        rss_kib_after_warmup=[settled[0].rss_kib, min(rss), max(rss), settled[-1].rss_kib],
+        rss_growth_after_warmup_kib=growth,
+        peak_rss_kib=max(s.hwm_kib for s in samples),
+        fds_after_warmup=[min(fds), max(fds)],
+        rss_series=[(s.t, s.rss_kib, s.fds) for s in samples],
+    )
+    # Flat: no more than 4 MiB (or 5%) above the level at the end of warm-up,
+    # and the same descriptors throughout.
+    assert growth <= max(4096, settled[0].rss_kib // 20), rss
+    assert max(fds) - min(fds) <= 2, fds
