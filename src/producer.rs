@@ -9,13 +9,13 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::bindings as rd;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use rdkafka::ClientContext;
 
@@ -47,6 +47,10 @@ pub struct DeliveryCounter {
     counters: Arc<TxCounters>,
     stats_file: Option<Mutex<File>>,
     name: String,
+    /// While the start-up check runs, errors are kept, not printed: the
+    /// last one becomes the reason of a single error line if the check fails.
+    checking: AtomicBool,
+    last_error: Mutex<Option<String>>,
 }
 
 impl ClientContext for DeliveryCounter {
@@ -64,7 +68,17 @@ impl ClientContext for DeliveryCounter {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        eprintln!("fastcapa: {}: kafka: {error}: {reason}", self.name);
+        if self.checking.load(Ordering::Relaxed) {
+            // "n/n brokers are down" follows the error that says why: keep that one.
+            let summary = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+            if let Ok(mut last) = self.last_error.lock() {
+                if !summary || last.is_none() {
+                    *last = Some(reason.to_string());
+                }
+            }
+        } else {
+            eprintln!("fastcapa: {}: kafka: {error}: {reason}", self.name);
+        }
     }
 }
 
@@ -135,6 +149,8 @@ impl KafkaProducer {
             counters,
             stats_file: stats_file.map(Mutex::new),
             name: name.to_string(),
+            checking: AtomicBool::new(false),
+            last_error: Mutex::new(None),
         };
         let producer: BaseProducer<DeliveryCounter> =
             config.create_with_context(context).map_err(|e| match e {
@@ -170,15 +186,20 @@ impl KafkaProducer {
 
     /// Waits up to `timeout` for the cluster to answer a metadata request.
     pub fn check_connection(&self, timeout: Duration) -> Result<(), ProducerError> {
-        self.producer
-            .client()
-            .fetch_metadata(None, timeout)
-            .map(|_| ())
-            .map_err(|e| ProducerError::Unreachable {
-                bootstrap: self.bootstrap.clone(),
-                seconds: timeout.as_secs_f64(),
-                reason: e.to_string(),
-            })
+        let context = self.producer.context();
+        context.checking.store(true, Ordering::Relaxed);
+        let answer = self.producer.client().fetch_metadata(None, timeout);
+        // Serve the error events the check queued (nothing else is queued yet).
+        for _ in 0..64 {
+            self.producer.poll(Duration::ZERO);
+        }
+        context.checking.store(false, Ordering::Relaxed);
+        let last_error = context.last_error.lock().ok().and_then(|mut e| e.take());
+        answer.map(|_| ()).map_err(|e| ProducerError::Unreachable {
+            bootstrap: self.bootstrap.clone(),
+            seconds: timeout.as_secs_f64(),
+            reason: last_error.unwrap_or_else(|| e.to_string()),
+        })
     }
 
     /// Number of partitions of the topic, from the cluster's metadata.

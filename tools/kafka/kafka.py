@@ -228,6 +228,8 @@ class Cluster:
     restarts. Data lives in `base_dir` (a new temporary folder when None) and
     is deleted at stop() unless `keep` (default: keep a base_dir you gave).
     `config` adds or overrides broker properties; `jvm_opts` replaces FAST_JVM.
+    `ssl` (broker ssl.* properties: keystore, truststore...) adds an SSL
+    listener to each node beside PLAINTEXT; clients find it at `ssl_bootstrap`.
     """
 
     def __init__(
@@ -241,6 +243,7 @@ class Cluster:
         config: dict[str, object] | None = None,
         jvm_opts: list[str] | None = None,
         cds: bool = True,
+        ssl: dict[str, object] | None = None,
     ):
         if nodes < 1:
             raise ValueError("nodes must be at least 1")
@@ -252,6 +255,8 @@ class Cluster:
         self.config = dict(config or {})
         self.jvm_opts = FAST_JVM if jvm_opts is None else list(jvm_opts)
         self.cds = cds
+        self.ssl = dict(ssl or {})  # broker ssl.* properties; adds an SSL listener per node
+        self.ssl_ports: list[int] = []
         self.detached = False
         self.ports: list[int] = []  # client (PLAINTEXT) ports by node id
         self.controller_ports: list[int] = []
@@ -264,6 +269,10 @@ class Cluster:
     @property
     def bootstrap(self) -> str:
         return ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{p}" for p in self.ssl_ports)
 
     def node_bootstrap(self, i: int) -> str:
         return f"127.0.0.1:{self.ports[i]}"
@@ -442,6 +451,8 @@ class Cluster:
             if self.port and picked[0] != self.port:
                 raise KafkaError(f"port {self.port} is taken")
             self.ports, self.controller_ports = picked[:n], picked[n:]
+        if self.ssl and not self.ssl_ports:
+            self.ssl_ports = _free_ports([None] * self.nodes)
         self.cluster_id = self.cluster_id or saved.get("cluster_id") or _cluster_id()
 
     def _save_state(self) -> None:
@@ -485,6 +496,11 @@ class Cluster:
             "broker.heartbeat.interval.ms": 500,
             "broker.session.timeout.ms": 4000,
         }
+        if self.ssl:
+            props["listeners"] += f",SSL://127.0.0.1:{self.ssl_ports[i]}"
+            props["advertised.listeners"] += f",SSL://127.0.0.1:{self.ssl_ports[i]}"
+            props["listener.security.protocol.map"] += ",SSL:SSL"
+            props |= self.ssl
         props |= self.config
         self.node_dir(i).mkdir(parents=True, exist_ok=True)
         text = "".join(f"{k}={v}\n" for k, v in props.items())
