@@ -185,6 +185,8 @@ impl KafkaProducer {
     }
 
     /// Waits up to `timeout` for the cluster to answer a metadata request.
+    /// On failure the reason is librdkafka's last error (say, a TLS
+    /// certificate it could not verify) rather than a bare timeout.
     pub fn check_connection(&self, timeout: Duration) -> Result<(), ProducerError> {
         let context = self.producer.context();
         context.checking.store(true, Ordering::Relaxed);
