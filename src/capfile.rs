@@ -138,3 +138,7 @@ fn describe(error: pcap::Error) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+#[path = "capfile_tests.rs"]
+mod tests;
