@@ -85,3 +85,39 @@ def test_help_is_grouped(fastcapa):
     for group in ("source", "pipeline", "Kafka", "output"):
         assert group in text
     assert "default: 2048" in text
+
+
+def test_systemd_unit_is_valid_and_runs_a_valid_command(tmp_path):
+    """contrib/fastcapa@.service: systemd accepts it, and its ExecStart is a
+    command line fastcapa accepts (checked with an instance name for %i)."""
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fastcapa.cli import capture_parser
+
+    unit = (Path(__file__).parents[1] / "contrib" / "fastcapa@.service").read_text()
+    lines = unit.replace("\\\n", " ").splitlines()
+    settings = dict(line.split("=", 1) for line in lines if "=" in line and line[0] != "#")
+    assert settings["User"] == "fastcapa" and settings["NoNewPrivileges"] == "yes"
+    assert set(settings["AmbientCapabilities"].split()) == {"CAP_NET_RAW", "CAP_NET_ADMIN"}
+    assert settings["CapabilityBoundingSet"] == settings["AmbientCapabilities"]
+    command = shlex.split(settings["ExecStart"].replace("%i", "eth1").replace("$FASTCAPA_OPTS", ""))
+    assert command[0] == "/opt/fastcapa/bin/fastcapa"
+    args = capture_parser().parse_args(command[1:])
+    assert args.interface == "eth1" and args.config == "/etc/fastcapa/fastcapa.conf"
+
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    # The unit as installed, with this checkout's fastcapa standing in for /opt's.
+    here = Path(sys.executable).parent / "fastcapa"
+    (tmp_path / "fastcapa@.service").write_text(unit.replace(command[0], str(here)))
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / "fastcapa@eth1.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
