@@ -270,3 +270,29 @@ def test_dump_to_stdout_pipes_into_tcpdump(kafka, new_topic, fastcapa):
     )
     assert reader.returncode == 0, reader.stderr
     assert len(reader.stdout.splitlines()) == 601
+
+
+def test_dump_follow_waits_for_new_records(kafka, new_topic, tmp_path, fastcapa):
+    """--follow on an empty topic: records produced afterwards are written;
+    --count ends it."""
+    import sys
+
+    topic = new_topic(partitions=2, config=KEEP)
+    out = tmp_path / "followed.pcap"
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "fastcapa", "dump", "-t", topic, "-k", kafka.bootstrap,
+         "--follow", "--count", "601", "-o", str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2)
+        assert follower.poll() is None, follower.stderr.read()
+        assert fastcapa("-r", str(AFS), "-t", topic, "-k", kafka.bootstrap).status == 0
+        _, err = follower.communicate(timeout=60)
+    finally:
+        follower.kill()
+    assert follower.returncode == 0, err
+    dumped = read_capture(str(out)).records
+    assert sorted(dumped) == sorted(read_capture(str(AFS)).records)
+    assert [ts for ts, _ in dumped] == sorted(ts for ts, _ in dumped)
