@@ -371,3 +371,44 @@ def test_fragments_of_a_datagram_stay_on_one_queue(kafka, new_topic, tmp_path):
     assert status == 0, err
     assert sorted(q["taken"] for q in report["queues"]) == [0, len(frames)]
     assert Counter(r.value for r in read_topic(kafka.bootstrap, topic)) == Counter(frames)
+
+
+def worker_cores(pid: int) -> dict[str, str]:
+    """fastcapa's worker threads of `pid` -> the cores each may run on."""
+    cores = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            status = (task / "status").read_text()
+        except FileNotFoundError:
+            continue
+        if name.startswith("fcapa-"):
+            line = next(ln for ln in status.splitlines() if ln.startswith("Cpus_allowed_list"))
+            cores[name] = line.split(":")[1].strip()
+    return cores
+
+
+def test_cpus_pin_receive_then_transmit_workers(kafka, new_topic, tmp_path):
+    """--cpus 1,0 with one queue and two transmit workers: the receive worker
+    on core 1, then the transmit workers on 0 and (wrapping) 1."""
+    import os
+
+    if len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0):
+        pytest.skip("needs cores 0 and 1")
+    topic = new_topic()
+    with VethPair() as veth:
+        probe = Probe(
+            veth.probe_side, topic, kafka.bootstrap, tmp_path, "--cpus", "1,0", "--tx-workers", "2"
+        )
+        try:
+            deadline = time.monotonic() + 20
+            expected = {"fcapa-rx-0": "1", "fcapa-tx-0": "0", "fcapa-tx-1": "1"}
+            # The banner comes before the workers start and pin themselves.
+            while (pinned := worker_cores(probe.proc.pid)) != expected:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+        finally:
+            status, err, _ = probe.stop()
+    assert status == 0, err
+    assert pinned == expected

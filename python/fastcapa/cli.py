@@ -114,15 +114,15 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
         metavar="N",
         help="stop after N frames (0: run until stopped)",
     )
-    source.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after that time")
-    pipeline = parser.add_argument_group("pipeline")
-    pipeline.add_argument(
     source.add_argument(
         "--user",
         metavar="USER",
         help="run as USER once the capture sockets are open (start as root);"
         " every capability is given up at that point in any case",
     )
+    source.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after that time")
+    pipeline = parser.add_argument_group("pipeline")
+    pipeline.add_argument(
         "-q",
         "--rx-queues",
         type=_integer,
@@ -174,7 +174,12 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
         default="hash",
         help="how frames are spread over receive queues",
     )
-    pipeline.add_argument("--cpus", metavar="LIST", help="cores to pin workers to, e.g. 2-5,8")
+    pipeline.add_argument(
+        "--cpus",
+        metavar="LIST",
+        help="cores to pin workers to, e.g. 2-5,8: receive workers first, then"
+        " transmit workers, wrapping around the list",
+    )
     pipeline.add_argument(
         "--idle",
         choices=("spin", "poll"),
@@ -257,10 +262,10 @@ def settings_from_args(args: argparse.Namespace) -> CaptureSettings:
         connect_timeout=args.connect_timeout,
         drain_timeout=args.drain_timeout,
         partition_by=args.partition_by,
+        user=args.user,
     ).validate()
 
 
-        user=args.user,
 def run_capture(argv: list[str]) -> int:
     from fastcapa.pipeline import Pipeline
 

@@ -112,6 +112,12 @@ class Pipeline:
             for i, pairs in enumerate(served)
         ]
 
+    def _transmit_cpu(self, worker: int) -> int | None:
+        """--cpus: receive worker i takes the i-th core of the list, transmit
+        worker j the one after the receive workers' (the list wraps around)."""
+        cpus = self.settings.cpus
+        return cpus[(self.settings.rx_queues + worker) % len(cpus)] if cpus else None
+
     @property
     def linktype(self) -> int:
         return self.source.linktype
@@ -141,8 +147,8 @@ class Pipeline:
         settings, reporter = self.settings, self.reporter
         signals = _SignalLatch()
         try:
-            for worker in self.workers:
-                worker.start()
+            for i, worker in enumerate(self.workers):
+                worker.start(cpu=self._transmit_cpu(i))
             self.source.start()
             started = time.monotonic()
             next_report = started + settings.stats_interval

@@ -311,7 +311,9 @@ impl TxWorker {
         Ok(count as u32)
     }
 
-    fn start(&self) -> PyResult<()> {
+    /// Starts the worker's thread, pinned to core `cpu` when given.
+    #[pyo3(signature = (cpu = None))]
+    fn start(&self, cpu: Option<usize>) -> PyResult<()> {
         let (lanes, producer, config) = self
             .parts
             .lock()
@@ -321,6 +323,9 @@ impl TxWorker {
         let control = Arc::clone(&self.control);
         let counters = Arc::clone(&self.counters);
         self.thread.spawn(self.name.clone(), move || {
+            if let Some(cpu) = cpu {
+                crate::rx::pin_to_cpu(cpu);
+            }
             crate::tx::run(lanes, producer, config, control, counters)
         })
     }
