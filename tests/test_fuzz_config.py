@@ -218,6 +218,7 @@ def test_dump_times_are_times_or_usage_errors(text):
 
 NUMBERS = st.one_of(
     st.integers(-3, 70000).map(str),
+    st.integers(0, 26).map(lambda bits: str(1 << bits)),  # ring sizes that pass
     st.integers(-(1 << 70), 1 << 70).map(str),
     st.sampled_from(["1e300", "nan", "inf", "-0", "0x10", "1_0", "\u0663", "", " 5", "1e-300"]),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
@@ -227,6 +228,7 @@ OPTIONS_WITH_NUMBERS = [
     "-w",
     "-b",
     "-d",
+    "-x",
     "-x",
     "--tx-workers",
     "--snaplen",
@@ -277,6 +279,8 @@ def parse_and_validate(argv: list[str]) -> CaptureSettings | str:
 @example(["-r", "x.pcap", "--drain-timeout", "1e300"])  # would panic at stop
 @example(["-r", "x.pcap", "-q", "100000000"])  # 10^8 rings and threads
 @example(["-r", "x.pcap", "-t", "a/b"])  # a topic Kafka refuses, frame by frame
+@example(["-r", "x.pcap", "-x", "16777216"])  # 32 GiB of slots: the OOM killer, not an error
+@example(["-i", "eth0", "-q", "256", "-d", "16777216"])  # 8 TiB of kernel rings
 @example(["-r", "x.pcap", "-k", "evil:1\x0backs=0"])
 @example(["-r", "a\nb"])  # a file name that would break the error line
 def test_command_lines_give_settings_or_one_line(argv):
@@ -296,6 +300,11 @@ def test_command_lines_give_settings_or_one_line(argv):
         assert text is None or text.isprintable()
     for key, value in got.kafka.items():
         assert_setting_ok(key, value)
+    lanes = max(got.workers, got.rx_queues)
+    up_front = lanes * got.tx_ring * 2048 + (
+        got.rx_queues * got.rx_desc * 2048 * bool(got.interface)
+    )
+    assert up_front <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
 
 
 # librdkafka itself judges property names and values: no broker is needed, it

@@ -89,6 +89,7 @@ def refused(run, *words: str) -> None:
         (["--count", str(1 << 64)], ["--count"]),
         (["--connect-timeout", "1e300"], ["--connect-timeout"]),
         (["--cpus", "0-99999999999"], ["--cpus"]),
+        (["-x", "16777216"], ["-x/--tx-ring", "more than half of this machine"]),
         (["--bogus\nfastcapa: fake line"], ["unrecognized arguments", "\\n"]),
     ],
     ids=lambda v: repr(v)[:40] if isinstance(v, list) else None,

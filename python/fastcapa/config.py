@@ -28,6 +28,12 @@ MAX_SNAPLEN = 262144  # tcpdump's and libpcap's largest snapshot length
 MAX_COUNT = (1 << 63) - 1
 MAX_SECONDS = 1e9  # about 31 years; far beyond it, durations overflow
 MAX_CPU = 8191  # the largest core number Linux supports (NR_CPUS = 8192)
+# Memory a setting may ask for up front: transmit-ring slots are preallocated
+# (up to 2 KiB each, plus their bookkeeping), and each receive queue maps a
+# kernel ring of about 2 KiB per frame of -d. Past half of the machine's
+# memory, a start would end in the OOM killer rather than in an error.
+SLOT_BYTES = 2048 + 64
+RX_FRAME_BYTES = 2048
 
 # Kafka's own rule for topic names.
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -268,7 +274,33 @@ class CaptureSettings:
                 f"(allowed: {sorted(allowed)})"
             )
         check_topic(self.topic)
+        self._check_memory()
         return self
+
+    def _check_memory(self) -> None:
+        budget = _physical_memory() // 2
+        lanes = max(self.workers, self.rx_queues)
+        rings = lanes * self.tx_ring * SLOT_BYTES
+        if rings > budget:
+            raise ConfigError(
+                f"-x/--tx-ring {self.tx_ring} over {lanes} lane(s) preallocates "
+                f"{_gib(rings)} of slots, more than half of this machine's {_gib(budget * 2)}"
+            )
+        kernel = self.rx_queues * self.rx_desc * RX_FRAME_BYTES if self.interface else 0
+        if rings + kernel > budget:
+            raise ConfigError(
+                f"-d/--rx-desc {self.rx_desc} over {self.rx_queues} queue(s) maps "
+                f"{_gib(kernel)} of kernel rings (and the transmit rings {_gib(rings)}), "
+                f"more than half of this machine's {_gib(budget * 2)}"
+            )
+
+
+def _physical_memory() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):.1f} GiB"
 
 
 def _reason(error: OSError | UnicodeDecodeError) -> str:
