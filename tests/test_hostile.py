@@ -17,6 +17,7 @@ The property tests are in tests/test_fuzz_config.py and src/capfile_tests.rs.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -96,6 +97,13 @@ def refused(run, *words: str) -> None:
 )
 def test_injected_settings_are_refused(args, words, one_frame, fastcapa):
     refused(fastcapa("-r", one_frame, "-k", NOWHERE, "--connect-timeout", "2", *args), *words)
+
+
+def test_file_name_not_utf8_is_refused(fastcapa, tmp_path):
+    """Finding: a Latin-1 file name reached the native core as a lone
+    surrogate: UnicodeEncodeError, a traceback and exit 1."""
+    name = os.fsdecode(b"caf\xe9.pcap")
+    refused(fastcapa("-r", str(tmp_path / name), "-k", NOWHERE), "is not UTF-8")
 
 
 def test_nul_in_an_override_is_refused():

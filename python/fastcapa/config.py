@@ -124,7 +124,11 @@ def _check_setting(key: str, value: str, where: str) -> str:
 
 
 def _check_printable(option: str, text: str) -> None:
-    """Names and paths go into messages and logs: no control characters."""
+    """Names and paths go into messages and logs: no control characters.
+    Bytes of argv that are not UTF-8 arrive as lone surrogates, which the
+    native core cannot take either."""
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):
+        raise ConfigError(f"{option} {text!r}: is not UTF-8")
     if not text.isprintable():
         raise ConfigError(f"{option} {text!r}: holds a control character")
 
