@@ -239,12 +239,24 @@ OPTIONS_WITH_NUMBERS = [
     "--connect-timeout",
     "--drain-timeout",
 ]
-OPTIONS_WITH_TEXT = ["-t", "-X", "-k", "--cpus", "--fanout", "--idle", "--partition-by", "-s"]
+OPTIONS_WITH_TEXT = [
+    "-t",
+    "-X",
+    "-k",
+    "--cpus",
+    "--fanout",
+    "--idle",
+    "--partition-by",
+    "-s",
+    "--stats-json",
+]
 
 
 @st.composite
 def command_lines(draw) -> list[str]:
-    argv = [draw(st.sampled_from(["-r", "-i"])), draw(st.sampled_from(["x.pcap", "eth0", "a\nb"]))]
+    # Names as argv gives them: any bytes, decoded as Python decodes argv.
+    name = st.sampled_from(["x.pcap", "eth0", "a\nb"]) | st.binary(max_size=12).map(os.fsdecode)
+    argv = [draw(st.sampled_from(["-r", "-i"])), draw(name)]
     for _ in range(draw(st.integers(0, 6))):
         if draw(st.booleans()):
             argv += [draw(st.sampled_from(OPTIONS_WITH_NUMBERS)), draw(NUMBERS)]
@@ -283,6 +295,7 @@ def parse_and_validate(argv: list[str]) -> CaptureSettings | str:
 @example(["-i", "eth0", "-q", "256", "-d", "16777216"])  # 8 TiB of kernel rings
 @example(["-r", "x.pcap", "-k", "evil:1\x0backs=0"])
 @example(["-r", "a\nb"])  # a file name that would break the error line
+@example(["-r", "caf\udce9.pcap"])  # not UTF-8: was UnicodeEncodeError in FileSource
 def test_command_lines_give_settings_or_one_line(argv):
     got = parse_and_validate(argv)
     if isinstance(got, str):
@@ -296,8 +309,10 @@ def test_command_lines_give_settings_or_one_line(argv):
     assert 1 <= got.tx_burst < 1 << 32 and 1 <= got.rx_burst < 1 << 32
     for seconds in (got.duration, got.stats_interval, got.connect_timeout, got.drain_timeout):
         assert seconds is None or 0 <= seconds <= MAX_SECONDS
-    for text in (got.read, got.interface, got.topic):
-        assert text is None or text.isprintable()
+    for text in (got.read, got.interface, got.topic, got.stats_json, got.kafka_stats):
+        if text is not None:
+            assert text.isprintable()
+            text.encode()  # what the native core does with it
     for key, value in got.kafka.items():
         assert_setting_ok(key, value)
     lanes = max(got.workers, got.rx_queues)
