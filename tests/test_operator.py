@@ -296,3 +296,36 @@ def test_dump_follow_waits_for_new_records(kafka, new_topic, tmp_path, fastcapa)
     dumped = read_capture(str(out)).records
     assert sorted(dumped) == sorted(read_capture(str(AFS)).records)
     assert [ts for ts, _ in dumped] == sorted(ts for ts, _ in dumped)
+
+
+def test_dump_shows_progress_on_a_terminal(kafka, new_topic, fastcapa, tmp_path):
+    """With stderr on a terminal a long dump says how far it got; on a pipe
+    (every other test) it does not."""
+    import os
+    import pty
+    import select
+    import signal
+    import sys
+
+    topic = new_topic(config=KEEP)
+    assert fastcapa("-r", str(AFS), "-t", topic, "-k", kafka.bootstrap).status == 0
+    leader, follower = pty.openpty()
+    dump = subprocess.Popen(
+        [sys.executable, "-m", "fastcapa", "dump", "-t", topic, "-k", kafka.bootstrap,
+         "--follow", "-o", str(tmp_path / "out.pcap")],
+        stderr=follower,
+    )  # fmt: skip
+    os.close(follower)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"601 frames read" not in seen and time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.5)[0]:
+                seen += os.read(leader, 4096)
+    finally:
+        dump.send_signal(signal.SIGINT)
+        dump.wait(30)
+        os.close(leader)
+    assert b"\rfastcapa dump: 601 frames read" in seen, seen
+    assert dump.returncode == 0
+    assert len(read_capture(str(tmp_path / "out.pcap")).records) == 601
