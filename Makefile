@@ -65,5 +65,16 @@ fmt: venv ## format Python and Rust
 	$(VENV)/bin/ruff check --fix python tests tools bench
 	cargo fmt
 
+# Benchmarks only (never `make test`): matplotlib draws the plots; pcapy-ng is
+# the maintained successor of pcapy, the libpcap binding Metron's pycapa used,
+# for the pycapa-style baseline. The ceiling is a crate of its own.
+BENCH_PY_DEPS := "matplotlib>=3.8,<4" "pcapy-ng>=1.0.9,<3"
+BENCH_ARGS ?=
+
+bench: build kafka-jars ## benchmark suite vs baselines (replay, live, scaling): bench/results, bench/plots
+	$(PY) -m pip install -q $(BENCH_PY_DEPS)
+	cargo build --release -q --manifest-path bench/ceiling/Cargo.toml
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 clean: ## remove build output, the virtualenv and the demo's files
 	rm -rf target $(VENV) $(WORK) tools/kafka/lib

@@ -1,0 +1,667 @@
+#!/usr/bin/env python3
+"""fastcapa's benchmark suite: fastcapa beside its baselines, side by side in
+one run, against one local broker, with the same producer settings.
+
+Scenarios (issue 6):
+  replay   a generated capture (64-byte frames, and IMIX) replayed into a topic
+           of 8 partitions by fastcapa, by the librdkafka ceiling (bench/ceiling,
+           Rust, the same rdkafka crate, producing the same keys and values from
+           memory) and by a pycapa-style Python program (bench/pycapa_baseline.py)
+  live     tcpreplay --topspeed from a network namespace into a veth pair;
+           captured by fastcapa (1 and 2 queues), `tcpdump -w /dev/null` (the
+           capture floor) and the pycapa-style baseline on libpcap
+  scaling  replay with receive queues x transmit workers from 1 to the cores
+
+Every figure comes with the run's other figures: ratios are what counts, the
+absolute numbers depend on what else the two cores were doing. CPU is user +
+system time of the tool's process from the kernel (os.wait4 for a replay,
+/proc/PID/stat over the capture window for a live run). For a replay, each
+tool is also run on a 1,000-frame file and that start-up cost is subtracted
+("net"): fastcapa's Python start, the ceiling's loading of the file.
+
+Writes bench/results/<UTC time>.json and .md, and bench/plots/*.png.
+
+    bench/run.py [--frames N] [--live-frames N] [--repeat R] [--only replay,live,scaling]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "tools" / "kafka"))
+
+import gen_capture  # noqa: E402
+import kafka  # noqa: E402
+from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from netns import VethPair  # noqa: E402
+
+CACHE = ROOT / ".work" / "bench"
+RESULTS = ROOT / "bench" / "results"
+PLOTS = ROOT / "bench" / "plots"
+CEILING = ROOT / "bench" / "ceiling" / "target" / "release" / "fastcapa-ceiling"
+PYCAPA = ROOT / "bench" / "pycapa_baseline.py"
+PARTITIONS = 8
+SMALL = 1000  # frames of the start-up run
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- processes ------------------------------------------------------------
+
+
+class Tool:
+    """A child process whose output lines are collected with the time they
+    arrived, and whose CPU time is taken from the kernel when it is reaped."""
+
+    def __init__(self, cmd: list[str]) -> None:
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: dict[str, list[tuple[float, str]]] = {"out": [], "err": []}
+        self.readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, "out"), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, "err"), daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
+        self.cpu_user = self.cpu_sys = 0.0
+
+    def _read(self, stream, name: str) -> None:
+        for line in stream:
+            self.lines[name].append((time.time(), line.rstrip("\n")))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_for(self, pattern: str, timeout: float = 60) -> float:
+        """Wall-clock time at which a line matching `pattern` appeared."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for stream in ("out", "err"):
+                for at, line in list(self.lines[stream]):
+                    if re.search(pattern, line):
+                        return at
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        raise RuntimeError(f"{self.cmd[0]}: no {pattern!r}: {self.text('err')[-2000:]}")
+
+    def reap(self, timeout: float = 300) -> int:
+        """Waits for the process; its rusage gives user and system CPU."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                pid, status, usage = os.wait4(self.proc.pid, 0)
+                break
+            time.sleep(0.01)
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self.cpu_user, self.cpu_sys = usage.ru_utime, usage.ru_stime
+        for reader in self.readers:
+            reader.join(5)
+        return self.proc.returncode
+
+    def text(self, stream: str) -> str:
+        return "\n".join(line for _, line in self.lines[stream])
+
+    @property
+    def cpu(self) -> float:
+        return self.cpu_user + self.cpu_sys
+
+
+def last_json(run: Tool) -> dict:
+    """The JSON report a baseline prints last on stdout."""
+    try:
+        return json.loads(run.text("out").splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise RuntimeError(
+            f"{run.cmd[:3]} exited {run.proc.returncode} without a report: "
+            f"{run.text('out')[-500:]} {run.text('err')[-1500:]}"
+        ) from None
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system seconds of a running process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+# --- Kafka ------------------------------------------------------------------
+
+
+class Broker:
+    def __init__(self, cluster: kafka.Cluster) -> None:
+        self.cluster = cluster
+        self.bootstrap = cluster.bootstrap
+        self.admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": "fcbench",
+                "enable.auto.commit": False,
+            }
+        )
+
+    def topic(self, label: str) -> str:
+        """A fresh topic of 8 partitions that keeps old capture times."""
+        name = f"bench-{label}-{uuid.uuid4().hex[:6]}"
+        futures = self.admin.create_topics(
+            [NewTopic(name, PARTITIONS, 1, config={"retention.ms": "-1"})]
+        )
+        for future in futures.values():
+            future.result(30)
+        # Wait until every partition has a leader before any tool starts.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            meta = self.admin.list_topics(name, timeout=5).topics.get(name)
+            if (
+                meta
+                and len(meta.partitions) == PARTITIONS
+                and all(p.leader >= 0 for p in meta.partitions.values())
+            ):
+                break
+            time.sleep(0.1)
+        return name
+
+    def count(self, topic: str) -> int:
+        """Records in the topic (sum of the partitions' end offsets)."""
+        total = 0
+        for p in range(PARTITIONS):
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += high - low
+        return total
+
+    def delete(self, topic: str) -> None:
+        for future in self.admin.delete_topics([topic]).values():
+            with contextlib.suppress(Exception):  # cleanup only
+                future.result(30)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def cpu(self) -> float:
+        pid = self.cluster.pid(0)
+        return proc_cpu(pid) if pid else 0.0
+
+
+# --- inputs -----------------------------------------------------------------
+
+
+def capture(frames: int, size: int) -> Path:
+    """A generated capture, kept in .work/bench between runs (IMIX takes a
+    while to make in Python)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    name = f"{'imix' if size == 0 else f'{size}B'}-{frames}.pcap"
+    path = CACHE / name
+    if not path.exists():
+        print(f"bench: generating {name}", file=sys.stderr, flush=True)
+        tmp = path.with_suffix(".tmp")
+        gen_capture.generate(str(tmp), frames, 1024, size, seed=1)
+        tmp.rename(path)
+    return path
+
+
+def wire_bytes(path: Path) -> int:
+    """Bytes of frame data in a capture (what the tools deliver as values)."""
+    size = path.stat().st_size
+    frames = sum(1 for _ in _records(path))
+    return size - 24 - 16 * frames
+
+
+def _records(path: Path):
+    import struct
+
+    with open(path, "rb") as stream:
+        stream.read(24)
+        while header := stream.read(16):
+            caplen = struct.unpack("<IIII", header)[2]
+            stream.seek(caplen, 1)
+            yield caplen
+
+
+# --- replay -----------------------------------------------------------------
+
+
+def fastcapa_cmd(broker: Broker, topic: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "fastcapa", "-t", topic, "-k", broker.bootstrap, *args]
+
+
+def replay_once(broker: Broker, tool: str, path: Path, frames: int, extra: list[str]) -> dict:
+    topic = broker.topic(tool.split()[0])
+    broker_cpu = broker.cpu()
+    if tool.startswith("fastcapa"):
+        stats = CACHE / f"stats-{uuid.uuid4().hex[:6]}.jsonl"
+        run = Tool(
+            fastcapa_cmd(
+                broker,
+                topic,
+                "-r",
+                str(path),
+                "--stats-json",
+                str(stats),
+                "--stats-interval",
+                "600",
+                *extra,
+            )
+        )
+        started = run.wait_for(r"^fastcapa: replaying")
+        rc = run.reap()
+        if rc != 0 or not stats.exists() or not stats.read_text().strip():
+            raise RuntimeError(f"fastcapa exited {rc}: {run.text('err')[-2000:]}")
+        final = json.loads(stats.read_text().splitlines()[-1])
+        stats.unlink()
+        seconds = final["time"] - started
+        delivered = final["kaf"]["out"]
+        failed = final["kaf"]["drops"] + final["tx"]["drops"] + final["rx"]["drops"]
+    elif tool == "ceiling":
+        run = Tool([str(CEILING), str(path), broker.bootstrap, topic])
+        rc = run.reap()
+        report = last_json(run)
+        seconds, delivered, failed = report["seconds"], report["delivered"], report["failed"]
+    else:  # pycapa
+        run = Tool(
+            [sys.executable, str(PYCAPA), "-r", str(path), "-k", broker.bootstrap, "-t", topic]
+        )
+        rc = run.reap()
+        report = last_json(run)
+        seconds, delivered, failed = report["seconds"], report["delivered"], report["failed"]
+    broker_cpu = broker.cpu() - broker_cpu
+    if rc != 0:
+        raise RuntimeError(f"{tool} exited {rc}: {run.text('err')[-2000:]}")
+    in_topic = broker.count(topic)
+    broker.delete(topic)
+    return {
+        "frames": frames,
+        "delivered": delivered,
+        "failed": failed,
+        "in_topic": in_topic,
+        "seconds": round(seconds, 4),
+        "cpu_user_s": round(run.cpu_user, 3),
+        "cpu_sys_s": round(run.cpu_sys, 3),
+        "broker_cpu_s": round(broker_cpu, 3),
+    }
+
+
+def replay(
+    broker: Broker,
+    frames: int,
+    repeat: int,
+    configs: dict[str, list[str]],
+    sizes: tuple[int, ...] = (64, 0),
+) -> dict:
+    """Each tool (or fastcapa configuration) on the full capture and on a
+    1,000-frame one, interleaved `repeat` times; medians."""
+    results = {}
+    for size in sizes:
+        label = "64B" if size else "IMIX"
+        full, small = capture(frames, size), capture(SMALL, size)
+        payload = wire_bytes(full)
+        runs: dict[str, list[dict]] = {tool: [] for tool in configs}
+        startup: dict[str, list[float]] = {tool: [] for tool in configs}
+        for _ in range(repeat):
+            for tool, extra in configs.items():
+                print(f"bench: replay {label} {tool}", file=sys.stderr, flush=True)
+                runs[tool].append(replay_once(broker, tool, full, frames, extra))
+                small_run = replay_once(broker, tool, small, SMALL, extra)
+                startup[tool].append(small_run["cpu_user_s"] + small_run["cpu_sys_s"])
+        results[label] = {
+            tool: summarize_replay(runs[tool], startup[tool], frames, payload) for tool in configs
+        }
+    return results
+
+
+def summarize_replay(runs: list[dict], startup: list[float], frames: int, payload: int) -> dict:
+    seconds = statistics.median(r["seconds"] for r in runs)
+    cpu = statistics.median(r["cpu_user_s"] + r["cpu_sys_s"] for r in runs)
+    start_cpu = statistics.median(startup)
+    return {
+        "msgs_per_s": round(frames / seconds),
+        "mb_per_s": round(payload / seconds / 1e6, 2),
+        "cpu_s_per_mframe": round(cpu / frames * 1e6, 3),
+        "net_cpu_s_per_mframe": round((cpu - start_cpu) / (frames - SMALL) * 1e6, 3),
+        "startup_cpu_s": round(start_cpu, 3),
+        "broker_cpu_s_per_mframe": round(
+            statistics.median(r["broker_cpu_s"] for r in runs) / frames * 1e6, 3
+        ),
+        "all_delivered": all(r["delivered"] == frames == r["in_topic"] for r in runs),
+        "runs": runs,
+    }
+
+
+# --- live -------------------------------------------------------------------
+
+
+def live_once(broker: Broker, tool: str, path: Path, frames: int) -> dict:
+    topic = broker.topic(tool.split()[0])
+    queues = 2
+    stats = CACHE / f"stats-{uuid.uuid4().hex[:6]}.jsonl"
+    with VethPair(queues=queues) as veth:
+        if tool.startswith("fastcapa"):
+            q = tool.split("q")[-1]
+            run = Tool(
+                fastcapa_cmd(
+                    broker,
+                    topic,
+                    "-i",
+                    veth.probe_side,
+                    "-q",
+                    q,
+                    "-d",
+                    "65536",
+                    "--stats-json",
+                    str(stats),
+                    "--stats-interval",
+                    "600",
+                )
+            )
+            run.wait_for(r"^fastcapa: capturing on")
+        elif tool == "tcpdump":
+            # The same 128 MiB of kernel buffer as fastcapa's -d 65536.
+            run = Tool(["tcpdump", "-i", veth.probe_side, "-n", "-B", "131072", "-w", "/dev/null"])
+            run.wait_for(r"listening on")
+        else:
+            run = Tool(
+                [
+                    sys.executable,
+                    str(PYCAPA),
+                    "-i",
+                    veth.probe_side,
+                    "-k",
+                    broker.bootstrap,
+                    "-t",
+                    topic,
+                ]
+            )
+            run.wait_for(r"^pycapa: ready")
+        time.sleep(0.3)
+        cpu_before = proc_cpu(run.pid)
+        broker_before = broker.cpu()
+        started = time.monotonic()
+        replay = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                veth.netns,
+                "tcpreplay",
+                "-i",
+                veth.sender_side,
+                "--topspeed",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        send_s = time.monotonic() - started
+        rate = re.search(r"Rated: [\d.]+ Bps, [\d.]+ Mbps, ([\d.]+) pps", replay.stdout)
+        # Wait until the topic stops growing (or holds every frame).
+        last, steady = -1, time.monotonic()
+        deadline = time.monotonic() + 180
+        while tool != "tcpdump" and time.monotonic() < deadline:
+            count = broker.count(topic)
+            if count >= frames:
+                break
+            if count != last:
+                last, steady = count, time.monotonic()
+            elif time.monotonic() - steady > 3:
+                break
+            time.sleep(0.2)
+        if tool == "tcpdump":
+            time.sleep(1.5)  # libpcap's block timeout in tcpdump is 1 s
+        cpu = proc_cpu(run.pid) - cpu_before
+        broker_cpu = broker.cpu() - broker_before
+        run.proc.send_signal(signal.SIGINT)
+        rc = run.reap(120)
+    if tool.startswith("fastcapa"):
+        final = json.loads(stats.read_text().splitlines()[-1])
+        stats.unlink()
+        taken, delivered = final["nic"]["taken_in"], final["kaf"]["out"]
+        drops = {
+            "nic": final["nic"]["drops"],
+            "rx": final["rx"]["drops"],
+            "tx": final["tx"]["drops"],
+            "kaf": final["kaf"]["drops"],
+        }
+    elif tool == "tcpdump":
+        err = run.text("err")
+        # What the kernel put in tcpdump's ring (frames of a block not yet
+        # handed over at the stop are in it, not in "captured").
+        received = int(re.search(r"(\d+) packets received by filter", err).group(1))
+        kernel_drops = int(re.search(r"(\d+) packets dropped by kernel", err).group(1))
+        taken = received - kernel_drops
+        delivered = None
+        drops = {"kernel": kernel_drops}
+    else:
+        report = last_json(run)
+        taken, delivered = report["taken"], report["delivered"]
+        drops = {"kernel": report["kernel_drops"], "kaf": report["failed"]}
+    in_topic = broker.count(topic) if tool != "tcpdump" else None
+    broker.delete(topic)
+    if rc != 0:
+        raise RuntimeError(f"{tool} exited {rc}: {run.text('err')[-2000:]}")
+    return {
+        "frames_sent": frames,
+        "sender_pps": round(float(rate.group(1)) if rate else frames / send_s),
+        "taken": taken,
+        "delivered": delivered,
+        "in_topic": in_topic,
+        "drops": drops,
+        "lost": frames - (delivered if delivered is not None else taken),
+        "cpu_s": round(cpu, 3),
+        "cpu_us_per_packet": round(cpu / frames * 1e6, 3),
+        "broker_cpu_s": round(broker_cpu, 3),
+    }
+
+
+LIVE_TOOLS = ["tcpdump", "fastcapa q1", "fastcapa q2", "pycapa"]
+
+
+def live(broker: Broker, frames: int, repeat: int) -> dict:
+    results = {}
+    for size in (64, 0):
+        label = "64B" if size else "IMIX"
+        path = capture(frames, size)
+        runs: dict[str, list[dict]] = {tool: [] for tool in LIVE_TOOLS}
+        for _ in range(repeat):
+            for tool in LIVE_TOOLS:
+                print(f"bench: live {label} {tool}", file=sys.stderr, flush=True)
+                runs[tool].append(live_once(broker, tool, path, frames))
+        results[label] = {}
+        for tool, rs in runs.items():
+            best = sorted(rs, key=lambda r: r["cpu_us_per_packet"])[len(rs) // 2]
+            results[label][tool] = {**best, "runs": rs}
+    return results
+
+
+# --- report -----------------------------------------------------------------
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def ratios(result: dict) -> dict:
+    out: dict = {}
+    for label, tools in result.get("replay", {}).items():
+        ceiling, fast, py = tools["ceiling"], tools["fastcapa"], tools["pycapa"]
+        out[f"replay {label}"] = {
+            "msgs_vs_ceiling": ratio(fast["msgs_per_s"], ceiling["msgs_per_s"]),
+            "cpu_vs_ceiling": ratio(fast["cpu_s_per_mframe"], ceiling["cpu_s_per_mframe"]),
+            "net_cpu_vs_ceiling": ratio(
+                fast["net_cpu_s_per_mframe"], ceiling["net_cpu_s_per_mframe"]
+            ),
+            "cpu_vs_pycapa": ratio(fast["cpu_s_per_mframe"], py["cpu_s_per_mframe"]),
+            "msgs_vs_pycapa": ratio(fast["msgs_per_s"], py["msgs_per_s"]),
+        }
+    replay_ceiling = result.get("replay", {})
+    for label, tools in result.get("live", {}).items():
+        tcpdump = tools["tcpdump"]["cpu_us_per_packet"]
+        ceiling = replay_ceiling.get(label, {}).get("ceiling", {}).get("net_cpu_s_per_mframe")
+        for tool in ("fastcapa q1", "fastcapa q2"):
+            entry = {"cpu_vs_tcpdump": ratio(tools[tool]["cpu_us_per_packet"], tcpdump)}
+            if ceiling:
+                budget = ceiling + 1.5 * tcpdump
+                entry["cpu_budget_us"] = round(budget, 3)
+                entry["cpu_vs_budget"] = ratio(tools[tool]["cpu_us_per_packet"], budget)
+            entry["cpu_vs_pycapa"] = ratio(
+                tools[tool]["cpu_us_per_packet"], tools["pycapa"]["cpu_us_per_packet"]
+            )
+            entry["lost"] = tools[tool]["lost"]
+            out[f"live {label} {tool}"] = entry
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = [f"Run {result['started']} ({result['machine']})", ""]
+    if "replay" in result:
+        lines += [
+            f"Replay of {result['frames']:,} frames into 8 partitions"
+            f" (median of {result['repeat']}):",
+            "",
+            "| input | tool | msgs/s | MB/s | CPU s / M frames | net of start-up"
+            " | broker CPU s / M | all delivered |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for label, tools in result["replay"].items():
+            for tool, r in tools.items():
+                lines.append(
+                    f"| {label} | {tool} | {r['msgs_per_s']:,} | {r['mb_per_s']} | "
+                    f"{r['cpu_s_per_mframe']} | {r['net_cpu_s_per_mframe']} | "
+                    f"{r['broker_cpu_s_per_mframe']} | {'yes' if r['all_delivered'] else 'NO'} |"
+                )
+        lines.append("")
+    if "live" in result:
+        lines += [
+            f"Live capture, {result['live_frames']:,} frames"
+            " by tcpreplay --topspeed into a 2-queue veth:",
+            "",
+            "| input | tool | sender pps | taken | delivered | lost | CPU µs / packet |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for label, tools in result["live"].items():
+            for tool, r in tools.items():
+                delivered = "—" if r["delivered"] is None else f"{r['delivered']:,}"
+                lines.append(
+                    f"| {label} | {tool} | {r['sender_pps']:,} | {r['taken']:,} | {delivered} | "
+                    f"{r['lost']:,} | {r['cpu_us_per_packet']} |"
+                )
+        lines.append("")
+    if "scaling" in result:
+        lines += [
+            "Scaling (replay, 64 B):",
+            "",
+            "| queues x tx workers | msgs/s | CPU s / M frames | net |",
+            "|---|---|---|---|",
+        ]
+        for config, r in result["scaling"]["64B"].items():
+            lines.append(
+                f"| {config} | {r['msgs_per_s']:,} | {r['cpu_s_per_mframe']} | "
+                f"{r['net_cpu_s_per_mframe']} |"
+            )
+        lines.append("")
+    lines += ["Ratios:", "", "```", json.dumps(result["ratios"], indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=1_000_000)
+    parser.add_argument("--live-frames", type=int, default=300_000)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--only", default="replay,live,scaling")
+    parser.add_argument(
+        "--broker-dir", help="use the broker tools/kafka/kafka.py runs there (default: start one)"
+    )
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    if not CEILING.exists():
+        print(f"bench: {CEILING} missing: run `make bench`", file=sys.stderr)
+        return 2
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    result: dict = {
+        "started": started,
+        "machine": f"{platform.node()}, {os.cpu_count()} cores, {platform.release()}",
+        "load_before": os.getloadavg(),
+        "frames": args.frames,
+        "live_frames": args.live_frames,
+        "repeat": args.repeat,
+    }
+    for size in (64, 0):  # make the inputs before the broker starts
+        capture(args.frames, size)
+        capture(SMALL, size)
+        if "live" in only:
+            capture(args.live_frames, size)
+    # The broker with its whole JIT (tools/kafka's default stops at C1 for
+    # a fast start in tests, which costs throughput).
+    if args.broker_dir:
+        cluster_cm: contextlib.AbstractContextManager = contextlib.nullcontext(
+            kafka.Cluster.attach(args.broker_dir)
+        )
+    else:
+        cluster_cm = kafka.Cluster(nodes=1, jvm_opts=["-XX:+UseSerialGC"])
+    with cluster_cm as cluster:
+        broker = Broker(cluster)
+        if "replay" in only:
+            result["replay"] = replay(
+                broker, args.frames, args.repeat, {"ceiling": [], "fastcapa": [], "pycapa": []}
+            )
+        if "live" in only:
+            result["live"] = live(broker, args.live_frames, args.repeat)
+        if "scaling" in only:
+            configs = {
+                f"{q}x{w}": ["-q", str(q), "--tx-workers", str(w)]
+                for q in range(1, (os.cpu_count() or 1) + 1)
+                for w in range(1, (os.cpu_count() or 1) + 1)
+            }
+            # fastcapa-prefixed names select the fastcapa branch of replay_once.
+            scaled = replay(
+                broker,
+                args.frames,
+                args.repeat,
+                {f"fastcapa {k}": v for k, v in configs.items()},
+                sizes=(64,),
+            )
+            result["scaling"] = {
+                label: {k.split()[1]: v for k, v in tools.items()}
+                for label, tools in scaled.items()
+            }
+        broker.close()
+    result["load_after"] = os.getloadavg()
+    result["ratios"] = ratios(result)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = started.replace(":", "")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    summary = markdown(result)
+    (RESULTS / f"{stem}.md").write_text(summary)
+    print(summary)
+    try:
+        import plot
+
+        plot.plot(result, PLOTS)
+    except ImportError as e:
+        print(f"bench: no plots ({e})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
