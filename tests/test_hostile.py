@@ -142,6 +142,16 @@ def test_hostile_config_files_are_refused(name, one_frame, fastcapa, tmp_path):
     refused(fastcapa("-r", one_frame, "-k", NOWHERE, "-c", str(ini)), *words)
 
 
+@pytest.mark.parametrize(
+    "path", ["/dev/zero", "/dev/urandom", "{tmp}"], ids=["zero", "random", "dir"]
+)
+def test_config_file_that_is_no_file_is_refused(path, one_frame, fastcapa, tmp_path):
+    """Finding: -c /dev/zero read until memory ran out; now at most 1 MiB."""
+    path = path.format(tmp=tmp_path)
+    run = fastcapa("-r", one_frame, "-k", NOWHERE, "-c", path, timeout=30)
+    refused(run, path)
+
+
 def test_config_file_not_utf8_is_refused(one_frame, fastcapa, tmp_path):
     ini = tmp_path / "latin1.conf"
     ini.write_bytes(b"[kafka-global]\nclient.id = caf\xe9\n")

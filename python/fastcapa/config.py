@@ -14,7 +14,6 @@ import configparser
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fastcapa.errors import ConfigError
 
@@ -33,6 +32,7 @@ MAX_CPU = 8191  # the largest core number Linux supports (NR_CPUS = 8192)
 # kernel ring of about 2 KiB per frame of -d. Past half of the machine's
 # memory, a start would end in the OOM killer rather than in an error.
 SLOT_BYTES = 2048 + 64
+MAX_CONFIG_BYTES = 1 << 20
 RX_FRAME_BYTES = 2048
 
 # Kafka's own rule for topic names.
@@ -60,8 +60,13 @@ def read_ini(path: str) -> dict[str, str]:
     )
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # names are case-sensitive
     try:
+        with open(path, "rb") as stream:
+            # /dev/zero or a log file given by mistake must not fill memory.
+            data = stream.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path}: larger than {MAX_CONFIG_BYTES} bytes")
         # utf-8-sig: a byte-order mark, as some editors write, is not text.
-        text = Path(path).read_text(encoding="utf-8-sig")
+        text = data.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {path}: {_reason(e)}") from None
     try:
