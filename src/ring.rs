@@ -14,10 +14,18 @@
 //! Head and tail live on separate cache lines, and each side keeps a cached
 //! copy of the other side's index, reloading it (Acquire) only when the lane
 //! looks full, or holds less than the burst asked for.
+//!
+//! A consumer with nothing to do parks its thread rather than polling on a
+//! timer; each lane has a doorbell the producer rings when it publishes into
+//! a lane whose consumer is parked. `push_with` looks at the doorbell with
+//! one relaxed load (a wake can be missed in a narrow race: the consumer
+//! parks with a timeout, so that costs at most the timeout); `wake_idle`
+//! after a burst is exact (a SeqCst fence against the consumer's).
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 
 /// One frame waiting for a transmit worker.
 #[derive(Debug, Default)]
@@ -40,8 +48,36 @@ struct Lane {
     head: Padded<AtomicUsize>,
     /// Next slot the producer writes; written only by the producer.
     tail: Padded<AtomicUsize>,
+    /// How the producer wakes a parked consumer.
+    bell: Padded<Doorbell>,
     slots: Box<[UnsafeCell<Slot>]>,
     mask: usize,
+}
+
+/// Written only when the consumer parks or is woken, so the producer's look
+/// at `parked` hits a cache line that stays shared while frames flow.
+#[derive(Default)]
+struct Doorbell {
+    /// The consumer is stuck on Kafka (a full producer queue), not merely
+    /// slower than the producer: frames the lane has no room for are dropped
+    /// rather than waited for.
+    stalled: AtomicBool,
+    /// The consumer is parked, or about to be.
+    parked: AtomicBool,
+    /// The consumer's thread, known once it starts reading.
+    thread: OnceLock<Thread>,
+}
+
+impl Doorbell {
+    /// Wakes the consumer if it is parked (one unpark per park).
+    #[cold]
+    fn ring(&self) {
+        if self.parked.swap(false, Ordering::AcqRel) {
+            if let Some(thread) = self.thread.get() {
+                thread.unpark();
+            }
+        }
+    }
 }
 
 // SAFETY: a slot is touched by the producer only while it lies in
@@ -88,6 +124,7 @@ pub fn ring(
             Arc::new(Lane {
                 head: Padded(AtomicUsize::new(0)),
                 tail: Padded(AtomicUsize::new(0)),
+                bell: Padded(Doorbell::default()),
                 slots: (0..capacity)
                     .map(|_| {
                         UnsafeCell::new(Slot {
@@ -146,7 +183,17 @@ impl LaneWriter {
         fill(unsafe { &mut *cell.get() });
         self.tail = self.tail.wrapping_add(1);
         self.lane.tail.0.store(self.tail, Ordering::Release);
+        if self.lane.bell.0.parked.load(Ordering::Relaxed) {
+            self.lane.bell.0.ring();
+        }
         true
+    }
+
+    /// Wakes the consumer if it parked without seeing what was published.
+    fn wake_idle(&self) {
+        if self.lane.bell.0.parked.load(Ordering::Relaxed) {
+            self.lane.bell.0.ring();
+        }
     }
 }
 
@@ -166,6 +213,24 @@ impl RingWriter {
         let n = self.lanes.len();
         let lane = if n == 1 { 0 } else { flow_hash as usize % n };
         self.lanes[lane].push_with(fill)
+    }
+
+    /// Whether the consumer of the lane `flow_hash` picks is stuck on Kafka.
+    #[inline]
+    pub fn stalled(&self, flow_hash: u32) -> bool {
+        let n = self.lanes.len();
+        let lane = if n == 1 { 0 } else { flow_hash as usize % n };
+        self.lanes[lane].lane.bell.0.stalled.load(Ordering::Relaxed)
+    }
+
+    /// After a burst: wakes every consumer that parked before seeing it.
+    /// The fence pairs with the one in `LaneReader::park`: either the
+    /// consumer sees the new tail before it parks, or we see it parked.
+    pub fn wake_idle(&self) {
+        fence(Ordering::SeqCst);
+        for lane in &self.lanes {
+            lane.wake_idle();
+        }
     }
 }
 
@@ -205,6 +270,43 @@ impl LaneReader {
     pub fn is_empty(&mut self) -> bool {
         self.cached_tail = self.lane.tail.0.load(Ordering::Acquire);
         self.cached_tail == self.head
+    }
+
+    /// A handle through which the consumer tells the producer it is stuck
+    /// on Kafka (usable while the reader itself is borrowed).
+    pub fn stall_flag(&self) -> StallFlag {
+        StallFlag(Arc::clone(&self.lane))
+    }
+
+    /// Makes the calling thread the one this lane's producer wakes.
+    pub fn attach_current_thread(&self) {
+        let _ = self.lane.bell.0.thread.set(std::thread::current());
+    }
+}
+
+/// See [`LaneReader::stall_flag`].
+pub struct StallFlag(Arc<Lane>);
+
+impl StallFlag {
+    pub fn set(&self, stalled: bool) {
+        self.0.bell.0.stalled.store(stalled, Ordering::Relaxed);
+    }
+}
+
+/// Parks the calling thread (attached to every lane of `lanes`) until a
+/// producer publishes into one of them, or `timeout` passes. Returns at
+/// once if a lane already holds frames.
+pub fn park(lanes: &mut [LaneReader], timeout: std::time::Duration) {
+    for lane in lanes.iter() {
+        lane.lane.bell.0.parked.store(true, Ordering::SeqCst);
+    }
+    // Pairs with the producer's fence in `RingWriter::wake_idle`.
+    fence(Ordering::SeqCst);
+    if lanes.iter_mut().all(|lane| lane.is_empty()) {
+        std::thread::park_timeout(timeout);
+    }
+    for lane in lanes.iter() {
+        lane.lane.bell.0.parked.store(false, Ordering::Relaxed);
     }
 }
 
@@ -267,6 +369,28 @@ mod tests {
         let mut lane1 = vec![];
         readers[1].pop_burst(8, |s| lane1.push(s.ts_us));
         assert_eq!((lane0, lane1), (vec![4], vec![3]));
+    }
+
+    /// A parked consumer is woken by the producer's push, long before the
+    /// park's timeout.
+    #[test]
+    fn push_wakes_a_parked_consumer() {
+        let (mut writer, mut readers, _) = ring(8, 1, 8).unwrap();
+        let consumer = std::thread::spawn(move || {
+            readers[0].attach_current_thread();
+            let started = std::time::Instant::now();
+            let mut seen = 0;
+            while seen == 0 {
+                park(&mut readers, std::time::Duration::from_secs(30));
+                seen += readers[0].pop_burst(8, |_| {});
+            }
+            started.elapsed()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(writer.push_with(0, |s| s.ts_us = 1));
+        writer.wake_idle();
+        let waited = consumer.join().unwrap();
+        assert!(waited < std::time::Duration::from_secs(10), "{waited:?}");
     }
 
     /// Two threads, many wraps of a small ring: every frame arrives once, in

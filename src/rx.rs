@@ -9,6 +9,15 @@
 //! kernel's statistics). An idle queue is spun on (`Idle::Spin`) or spun on
 //! briefly and then waited for in `poll()` (`Idle::Poll`).
 //!
+//! A full transmit ring pushes back into the kernel: the worker stops in the
+//! middle of the block, leaves it (and the blocks after it) with the kernel
+//! ring, whose `-d` frames are the big buffer, and picks up at the same frame
+//! once the transmit workers made room. Only when the transmit worker says it
+//! is stuck on Kafka (its producer queue full for a while), or the ring stays
+//! full for `RING_FULL_WAIT`, does it drop frames at [rx], each one the ring
+//! refuses until it takes one again, so a stalled broker never holds the
+//! kernel ring.
+//!
 //! Stopping keeps the books exact: the worker first makes the kernel refuse
 //! new frames (a reject-all filter, so they are not counted either), waits for
 //! the block being filled to be retired, takes everything the ring still
@@ -25,12 +34,22 @@ use crate::ring::RingWriter;
 
 /// Bursts taken back to back before the worker yields.
 const MAX_REPEATS: u32 = 8;
-/// Empty looks at the ring before a `Poll` worker waits in `poll()`.
-const SPINS_BEFORE_WAIT: u32 = 2_000;
+/// Empty looks at the ring before a `Poll` worker waits in `poll()`. Few:
+/// the kernel hands over whole blocks (full, or retired after a timeout)
+/// and wakes `poll()` when it does, so spinning longer only burns CPU
+/// between blocks.
+const SPINS_BEFORE_WAIT: u32 = 64;
 /// Longest wait in `poll()`; bounds how late a stop is noticed.
 const WAIT_MS: i32 = 20;
 /// How often the kernel's drop counters are read while running.
 const STATS_PERIOD: Duration = Duration::from_millis(250);
+/// Longest the transmit ring may refuse frames, its transmit worker not
+/// stuck on Kafka, before they are dropped at [rx] all the same (a worker
+/// starved of CPU that long is as good as stuck).
+const RING_FULL_WAIT: Duration = Duration::from_secs(1);
+/// Pause of a `Poll` worker waiting for room in its transmit ring (the
+/// kernel's ring holds the frames meanwhile).
+const RING_FULL_PAUSE: Duration = Duration::from_micros(500);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Idle {
@@ -71,10 +90,13 @@ pub fn run(
     }
     let mut idle_spins = 0u32;
     let mut last_stats = Instant::now();
+    let mut state = TakeState::default();
     while !shared.stop.load(Ordering::Relaxed) {
         let mut bursts = 0;
+        let mut blocked = false;
         while bursts < MAX_REPEATS {
-            let taken = take_block(&mut queue, &mut ring, &config, &counters);
+            let taken = take_block(&mut queue, &mut ring, &config, &counters, &mut state);
+            blocked = state.blocked;
             if taken == 0 {
                 break;
             }
@@ -88,12 +110,21 @@ pub fn run(
                 break;
             }
         }
-        if last_stats.elapsed() >= STATS_PERIOD {
+        // The clock is read once per block taken or per wait, not per spin.
+        if (bursts > 0 || blocked || idle_spins % 64 == 0) && last_stats.elapsed() >= STATS_PERIOD {
             read_kernel_stats(&queue, &counters)?;
             last_stats = Instant::now();
         }
         if bursts > 0 {
             idle_spins = 0;
+            continue;
+        }
+        if blocked {
+            // Frames wait in the kernel ring for room in the transmit ring.
+            match config.idle {
+                Idle::Spin => std::hint::spin_loop(),
+                Idle::Poll => std::thread::sleep(RING_FULL_PAUSE),
+            }
             continue;
         }
         match config.idle {
@@ -118,23 +149,49 @@ pub fn run(
     // Close the books: no new frames, then everything the ring holds.
     queue.reject_all()?;
     std::thread::sleep(queue.retire_timeout() * 2);
-    while take_block(&mut queue, &mut ring, &config, &counters) > 0 {}
+    loop {
+        let taken = take_block(&mut queue, &mut ring, &config, &counters, &mut state);
+        if taken == 0 && !state.blocked {
+            break;
+        }
+        if state.blocked {
+            // The transmit workers still run; RING_FULL_WAIT bounds this.
+            std::thread::sleep(RING_FULL_PAUSE);
+        }
+    }
     read_kernel_stats(&queue, &counters)
 }
 
-/// Takes every frame of the next ready block, if any; returns how many.
+/// Where the worker is in the block it could not finish.
+#[derive(Default)]
+struct TakeState {
+    /// Frames of the current block already taken.
+    resume: usize,
+    /// The last `take_block` stopped at a frame the ring had no room for.
+    blocked: bool,
+    /// Since when the ring has refused frames.
+    full_since: Option<Instant>,
+}
+
+/// Takes the frames of the next ready block, if any, from where the last
+/// call stopped; returns how many it took. When the ring has no room (and
+/// has had none for less than `RING_FULL_WAIT`) it stops there, keeps the
+/// block from the kernel and sets `state.blocked`.
 fn take_block(
     queue: &mut PacketQueue,
     ring: &mut RingWriter,
     config: &RxConfig,
     counters: &RxCounters,
+    state: &mut TakeState,
 ) -> usize {
+    state.blocked = false;
     let Some(block) = queue.next_block() else {
         return 0;
     };
     let burst = config.burst.max(1);
     let (mut taken, mut bytes, mut enqueued, mut full, mut in_burst) = (0u64, 0u64, 0u64, 0u64, 0);
-    for frame in block.frames() {
+    let mut consumed = 0usize;
+    for frame in block.frames().skip(state.resume) {
         let hash = if config.hash_flows {
             flow_hash(frame.data)
         } else {
@@ -146,23 +203,38 @@ fn take_block(
             slot.flow_hash = hash;
             frame.write_to(&mut slot.data, config.snaplen);
         });
-        taken += 1;
-        bytes += frame.data.len() as u64;
         if pushed {
+            state.full_since = None;
             enqueued += 1;
         } else {
+            let since = *state.full_since.get_or_insert_with(Instant::now);
+            if !ring.stalled(hash) && since.elapsed() < RING_FULL_WAIT {
+                state.blocked = true;
+                break;
+            }
             full += 1;
         }
+        consumed += 1;
+        taken += 1;
+        bytes += frame.data.len() as u64;
         in_burst += 1;
         if in_burst == burst {
             publish(counters, &mut taken, &mut bytes, &mut enqueued, &mut full);
             in_burst = 0;
         }
     }
-    let count = block.len();
-    drop(block); // hands the block back to the kernel
+    if state.blocked {
+        // Not handed back: the next call gets this block again and skips
+        // what was taken.
+        state.resume += consumed;
+        std::mem::forget(block);
+    } else {
+        state.resume = 0;
+        drop(block); // hands the block back to the kernel
+    }
+    ring.wake_idle();
     publish(counters, &mut taken, &mut bytes, &mut enqueued, &mut full);
-    count
+    consumed
 }
 
 fn publish(counters: &RxCounters, taken: &mut u64, bytes: &mut u64, enq: &mut u64, full: &mut u64) {

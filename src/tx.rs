@@ -14,13 +14,18 @@ use std::time::{Duration, Instant};
 
 use crate::counters::{bump, TxCounters};
 use crate::producer::{KafkaProducer, Offer};
-use crate::ring::LaneReader;
+use crate::ring::{self, LaneReader};
 
-/// Sleep of a worker with nothing to send: short against the receive
-/// side's bursts, long enough that an idle probe costs next to no CPU.
-const IDLE_PAUSE: Duration = Duration::from_micros(500);
+/// Longest park of a worker with nothing to send. The receive side wakes
+/// it as soon as it publishes frames; the timeout only bounds how late
+/// delivery reports are served and a stop is seen while idle.
+const IDLE_PARK: Duration = Duration::from_millis(2);
 /// Sleep between offers to a full producer queue.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_micros(200);
+/// A producer queue full for this long means Kafka, not the CPU, holds the
+/// worker up: its lanes say so, and their receive workers drop at [rx]
+/// instead of holding frames back in the kernel's ring.
+const STALLED_AFTER: Duration = Duration::from_millis(20);
 
 pub struct TxConfig {
     /// Most frames taken off one lane at once (`-w`).
@@ -89,7 +94,13 @@ pub fn run(
     counters: Arc<TxCounters>,
 ) {
     control.epoch();
+    for lane in &lanes {
+        lane.attach_current_thread();
+    }
     let mut queue_full_since: Option<Instant> = None;
+    let mut stalled = false;
+    let stall_flags: Vec<_> = lanes.iter().map(|lane| lane.stall_flag()).collect();
+    let set_stalled = |value: bool| stall_flags.iter().for_each(|flag| flag.set(value));
     loop {
         let mut moved = 0;
         for lane in &mut lanes {
@@ -106,6 +117,10 @@ pub fn run(
                     match producer.offer(slot.ts_us, timestamp_ms, partition, &slot.data) {
                         Offer::Queued => {
                             queue_full_since = None;
+                            if stalled {
+                                stalled = false;
+                                set_stalled(false);
+                            }
                             produced += 1;
                             produced_bytes += slot.data.len() as u64;
                             break;
@@ -119,6 +134,10 @@ pub fn run(
                             // full, not per frame: once it is spent, frames are
                             // dropped at once until the queue takes one again.
                             let since = *queue_full_since.get_or_insert_with(Instant::now);
+                            if !stalled && since.elapsed() >= STALLED_AFTER {
+                                stalled = true;
+                                set_stalled(true);
+                            }
                             let gave_up = match config.queue_full_wait {
                                 Some(limit) => since.elapsed() >= limit,
                                 None => false,
@@ -153,7 +172,7 @@ pub fn run(
                 break;
             }
             producer.serve_reports();
-            std::thread::sleep(IDLE_PAUSE);
+            ring::park(&mut lanes, IDLE_PARK);
         } else {
             producer.serve_reports();
         }
