@@ -273,8 +273,18 @@ fn pcap_message(e: pcap::Error) -> String {
 
 fn invalid_filter(expr: &str, e: pcap::Error) -> CaptureError {
     CaptureError::InvalidFilter {
-        expr: expr.to_string(),
+        expr: shown_filter(expr),
         msg: pcap_message(e),
+    }
+}
+
+/// The filter as an error line shows it: a long expression is cut, so the
+/// error stays one readable line.
+fn shown_filter(expr: &str) -> String {
+    const MOST: usize = 80;
+    match expr.char_indices().nth(MOST) {
+        Some((cut, _)) => format!("{}...", &expr[..cut]),
+        None => expr.to_string(),
     }
 }
 
@@ -331,7 +341,7 @@ impl BpfProgram {
         snaplen: u32,
     ) -> Result<BpfProgram, CaptureError> {
         let invalid = |msg: String| CaptureError::InvalidFilter {
-            expr: expr.to_string(),
+            expr: shown_filter(expr),
             msg,
         };
         // The pcap crate keeps bpf_insn's fields private but prints each

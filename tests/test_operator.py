@@ -102,6 +102,12 @@ ERRORS = [
     ("invalid-value", ["-r", "{afs}", "-X", "linger.ms=banana"], 2, "linger.ms"),
     ("unknown-property-in-file", ["-r", "{afs}", "-c", "{ini}"], 2, "bogus.setting"),
     ("invalid-filter", ["-i", "lo", "--filter", "udp port banana"], 2, "filter"),
+    (
+        "long-invalid-filter",
+        ["-i", "lo", "--filter", "udp port banana" + " or tcp" * 5000],
+        2,
+        "or tcp...",
+    ),
     ("ring-not-power-of-two", ["-i", "lo", "-x", "1000"], 2, "power of two"),
     ("zero-queues", ["-i", "lo", "-q", "0"], 2, "rx-queues"),
     ("both-sources", ["-i", "lo", "-r", "{afs}"], 2, "exactly one of"),
@@ -138,6 +144,7 @@ def test_each_failure_is_one_line_with_its_status(args, status, words, kafka, tm
     else:
         assert_clean_failure(run, status)
         assert words in run.stderr
+        assert len(run.stderr) < 400, "an error line an operator can read"
 
 
 @pytest.mark.parametrize("command", ["capture", "dump"])

@@ -68,7 +68,10 @@ def split_timestamp(ts_us: int) -> tuple[int, int]:
 
 def parse_time(text: str) -> int:
     """ISO 8601 (UTC unless it says otherwise) or epoch microseconds -> epoch µs."""
-    if text.isdigit():
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if text.isascii() and text.isdigit():
+        if len(text) > 20 or int(text) >= 1 << 64:
+            raise argparse.ArgumentTypeError(f"{text!r} is past any 64-bit key")
         return int(text)
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
