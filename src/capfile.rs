@@ -101,7 +101,6 @@ impl CaptureFile {
             bump(&stats.nic_packets, 1);
             bump(&stats.taken, 1);
             bump(&stats.taken_bytes, data.len() as u64);
-            let mut idle = 0u32;
             loop {
                 let pushed = rings[queue].push_with(hash / queues, |slot| {
                     slot.ts_us = ts_us;
@@ -118,13 +117,9 @@ impl CaptureFile {
                     bump(&stats.ring_full, 1);
                     return Ok(());
                 }
-                // The ring is full: Kafka is slower than the disk. Wait for room.
-                idle += 1;
-                if idle < 64 {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::sleep(Duration::from_micros(50));
-                }
+                // The ring is full: Kafka is slower than the disk. Wait for
+                // room (the transmit worker wakes us at half a ring free).
+                rings[queue].wait_for_room(hash / queues, Duration::from_millis(1));
             }
         }
         Ok(())

@@ -66,6 +66,10 @@ struct Doorbell {
     parked: AtomicBool,
     /// The consumer's thread, known once it starts reading.
     thread: OnceLock<Thread>,
+    /// The producer is parked waiting for room, or about to be.
+    writer_parked: AtomicBool,
+    /// The producer's thread, known once it first waits for room.
+    writer: OnceLock<Thread>,
 }
 
 impl Doorbell {
@@ -74,6 +78,16 @@ impl Doorbell {
     fn ring(&self) {
         if self.parked.swap(false, Ordering::AcqRel) {
             if let Some(thread) = self.thread.get() {
+                thread.unpark();
+            }
+        }
+    }
+
+    /// Wakes the producer if it is parked waiting for room.
+    #[cold]
+    fn ring_writer(&self) {
+        if self.writer_parked.swap(false, Ordering::AcqRel) {
+            if let Some(thread) = self.writer.get() {
                 thread.unpark();
             }
         }
@@ -215,6 +229,26 @@ impl RingWriter {
         self.lanes[lane].push_with(fill)
     }
 
+    /// Waits until the lane `flow_hash` picks is at most half full, or
+    /// `timeout` passes: the consumer wakes the producer once it has made
+    /// that much room, so a producer faster than its consumer moves in
+    /// half-ring batches instead of waking for every few slots.
+    pub fn wait_for_room(&mut self, flow_hash: u32, timeout: std::time::Duration) {
+        let n = self.lanes.len();
+        let writer = &mut self.lanes[if n == 1 { 0 } else { flow_hash as usize % n }];
+        let bell = &writer.lane.bell.0;
+        let _ = bell.writer.set(std::thread::current());
+        bell.writer_parked.store(true, Ordering::SeqCst);
+        // Pairs with the consumer's fence in `pop_burst`.
+        fence(Ordering::SeqCst);
+        let capacity = writer.lane.slots.len();
+        writer.cached_head = writer.lane.head.0.load(Ordering::Acquire);
+        if writer.tail.wrapping_sub(writer.cached_head) > capacity / 2 {
+            std::thread::park_timeout(timeout);
+        }
+        bell.writer_parked.store(false, Ordering::Relaxed);
+    }
+
     /// Whether the consumer of the lane `flow_hash` picks is stuck on Kafka.
     #[inline]
     pub fn stalled(&self, flow_hash: u32) -> bool {
@@ -262,6 +296,20 @@ impl LaneReader {
         if n > 0 {
             self.head = self.head.wrapping_add(n);
             self.lane.head.0.store(self.head, Ordering::Release);
+            let bell = &self.lane.bell.0;
+            if bell.writer_parked.load(Ordering::Relaxed) {
+                // Pairs with the producer's fence in `wait_for_room`.
+                fence(Ordering::SeqCst);
+                let fill = self
+                    .lane
+                    .tail
+                    .0
+                    .load(Ordering::Acquire)
+                    .wrapping_sub(self.head);
+                if fill <= self.lane.slots.len() / 2 {
+                    bell.ring_writer();
+                }
+            }
         }
         n
     }
@@ -391,6 +439,28 @@ mod tests {
         writer.wake_idle();
         let waited = consumer.join().unwrap();
         assert!(waited < std::time::Duration::from_secs(10), "{waited:?}");
+    }
+
+    /// A producer waiting for room is woken once the consumer has emptied
+    /// half the lane, long before its timeout.
+    #[test]
+    fn pop_wakes_a_producer_waiting_for_room() {
+        let (mut writer, mut readers, _) = ring(8, 1, 8).unwrap();
+        for i in 0..8 {
+            assert!(writer.push_with(0, |s| s.ts_us = i));
+        }
+        let mut reader = readers.pop().unwrap();
+        let consumer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            reader.pop_burst(2, |_| {});
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            reader.pop_burst(4, |_| {});
+        });
+        let started = std::time::Instant::now();
+        writer.wait_for_room(0, std::time::Duration::from_secs(30));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert!(writer.push_with(0, |s| s.ts_us = 8));
+        consumer.join().unwrap();
     }
 
     /// Two threads, many wraps of a small ring: every frame arrives once, in

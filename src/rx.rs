@@ -47,9 +47,10 @@ const STATS_PERIOD: Duration = Duration::from_millis(250);
 /// stuck on Kafka, before they are dropped at [rx] all the same (a worker
 /// starved of CPU that long is as good as stuck).
 const RING_FULL_WAIT: Duration = Duration::from_secs(1);
-/// Pause of a `Poll` worker waiting for room in its transmit ring (the
-/// kernel's ring holds the frames meanwhile).
-const RING_FULL_PAUSE: Duration = Duration::from_micros(500);
+/// Longest wait of a `Poll` worker for room in its transmit ring (the
+/// transmit worker wakes it at half a ring free; the kernel's ring holds the
+/// frames meanwhile).
+const RING_FULL_PAUSE: Duration = Duration::from_millis(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Idle {
@@ -123,7 +124,7 @@ pub fn run(
             // Frames wait in the kernel ring for room in the transmit ring.
             match config.idle {
                 Idle::Spin => std::hint::spin_loop(),
-                Idle::Poll => std::thread::sleep(RING_FULL_PAUSE),
+                Idle::Poll => ring.wait_for_room(state.blocked_hash, RING_FULL_PAUSE),
             }
             continue;
         }
@@ -156,7 +157,7 @@ pub fn run(
         }
         if state.blocked {
             // The transmit workers still run; RING_FULL_WAIT bounds this.
-            std::thread::sleep(RING_FULL_PAUSE);
+            ring.wait_for_room(state.blocked_hash, RING_FULL_PAUSE);
         }
     }
     read_kernel_stats(&queue, &counters)
@@ -169,6 +170,8 @@ struct TakeState {
     resume: usize,
     /// The last `take_block` stopped at a frame the ring had no room for.
     blocked: bool,
+    /// That frame's flow hash (which lane it waits for).
+    blocked_hash: u32,
     /// Since when the ring has refused frames.
     full_since: Option<Instant>,
 }
@@ -210,6 +213,7 @@ fn take_block(
             let since = *state.full_since.get_or_insert_with(Instant::now);
             if !ring.stalled(hash) && since.elapsed() < RING_FULL_WAIT {
                 state.blocked = true;
+                state.blocked_hash = hash;
                 break;
             }
             full += 1;
