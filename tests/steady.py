@@ -257,13 +257,20 @@ def _check_record(
 # ---------------------------------------------------------------- the probe's resources
 
 
-def rss_kib(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a process, in KiB."""
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM (peak RSS) and RssAnon of a process, in KiB. RssAnon
+    leaves out mapped files and the AF_PACKET rings (mapped kernel pages)."""
     figures = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
+        if name in ("VmRSS", "VmHWM", "RssAnon"):
             figures[name] = int(value.split()[0])
+    return figures
+
+
+def rss_kib(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process, in KiB."""
+    figures = memory_kib(pid)
     return figures["VmRSS"], figures["VmHWM"]
 
 
@@ -276,6 +283,7 @@ class Sample:
     t: float  # seconds since the watch started
     rss_kib: int
     hwm_kib: int
+    anon_kib: int
     fds: int
 
 
@@ -298,11 +306,12 @@ class ProcWatch:
 
     def sample(self) -> Sample | None:
         try:
-            rss, hwm = rss_kib(self.pid)
+            mem = memory_kib(self.pid)
             fds = open_fds(self.pid)
         except (OSError, KeyError):
             return None
-        s = Sample(round(time.monotonic() - self._start, 1), rss, hwm, fds)
+        t = round(time.monotonic() - self._start, 1)
+        s = Sample(t, mem["VmRSS"], mem["VmHWM"], mem["RssAnon"], fds)
         self.samples.append(s)
         return s
 
