@@ -21,6 +21,9 @@ COLOURS = {
     "fastcapa": "#1f77b4",
     "fastcapa q1": "#1f77b4",
     "fastcapa q2": "#17becf",
+    "fastcapa-before": "#aec7e8",
+    "fastcapa-before q1": "#aec7e8",
+    "fastcapa-before q2": "#9edae5",
     "pycapa": "#d62728",
     "tcpdump": "#2ca02c",
 }
@@ -38,7 +41,7 @@ def _bars(ax, groups: dict[str, dict[str, float]], title: str, unit: str) -> Non
     ax.set_xticks([g + width * (len(tools) - 1) / 2 for g in range(len(labels))], labels)
     ax.set_title(title, fontsize=10)
     ax.set_ylabel(unit)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=len(tools))
 
 
 def plot(result: dict, out: Path) -> list[Path]:
@@ -46,7 +49,7 @@ def plot(result: dict, out: Path) -> list[Path]:
     written = []
     note = f"{result['started']}, {result['machine']}"
     if "replay" in result:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
         replay = result["replay"]
         _bars(
             axes[0],
@@ -66,7 +69,7 @@ def plot(result: dict, out: Path) -> list[Path]:
         fig.savefig(written[-1], dpi=100)
         plt.close(fig)
     if "live" in result:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
         live = result["live"]
         _bars(
             axes[0],
@@ -89,7 +92,7 @@ def plot(result: dict, out: Path) -> list[Path]:
         fig.savefig(written[-1], dpi=100)
         plt.close(fig)
     if "scaling" in result:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
         scaling = result["scaling"]["64B"]
         configs = list(scaling)
         axes[0].bar(configs, [scaling[c]["msgs_per_s"] / 1e3 for c in configs], color="#1f77b4")

@@ -69,9 +69,11 @@ class Tool:
     """A child process whose output lines are collected with the time they
     arrived, and whose CPU time is taken from the kernel when it is reaped."""
 
-    def __init__(self, cmd: list[str]) -> None:
+    def __init__(self, cmd: list[str], env: dict[str, str] | None = None) -> None:
         self.cmd = cmd
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
         self.lines: dict[str, list[tuple[float, str]]] = {"out": [], "err": []}
         self.readers = [
             threading.Thread(target=self._read, args=(self.proc.stdout, "out"), daemon=True),
@@ -140,9 +142,25 @@ def last_json(run: Tool) -> dict:
 
 
 def proc_cpu(pid: int) -> float:
-    """User + system seconds of a running process (all its threads)."""
+    """CPU seconds of a running process, all its threads, in nanoseconds from
+    the scheduler (/proc/PID/task/*/schedstat), not in 10 ms clock ticks.
+    Threads that ended are counted from /proc/PID/stat's ticks."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError):
+            continue
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    ticks = (int(fields[11]) + int(fields[12])) / TICKS
+    live_ticks = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            f = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            live_ticks += (int(f[11]) + int(f[12])) / TICKS
+        except OSError:
+            continue
+    return total + max(0.0, ticks - live_ticks)
 
 
 # --- Kafka ------------------------------------------------------------------
@@ -245,6 +263,19 @@ def fastcapa_cmd(broker: Broker, topic: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "fastcapa", "-t", topic, "-k", broker.bootstrap, *args]
 
 
+# `--before DIR`: another build of fastcapa (DIR/python/fastcapa with its own
+# _fastcapa.abi3.so) run beside this one as "fastcapa-before", for an A/B of
+# a data-plane change in the same run.
+BEFORE: Path | None = None
+
+
+def fastcapa_env(tool: str) -> dict[str, str] | None:
+    if tool.startswith("fastcapa-before"):
+        assert BEFORE is not None
+        return {**os.environ, "PYTHONPATH": str(BEFORE / "python")}
+    return None
+
+
 def replay_once(broker: Broker, tool: str, path: Path, frames: int, extra: list[str]) -> dict:
     topic = broker.topic(tool.split()[0])
     broker_cpu = broker.cpu()
@@ -261,7 +292,8 @@ def replay_once(broker: Broker, tool: str, path: Path, frames: int, extra: list[
                 "--stats-interval",
                 "600",
                 *extra,
-            )
+            ),
+            env=fastcapa_env(tool),
         )
         started = run.wait_for(r"^fastcapa: replaying")
         rc = run.reap()
@@ -317,8 +349,11 @@ def replay(
         payload = wire_bytes(full)
         runs: dict[str, list[dict]] = {tool: [] for tool in configs}
         startup: dict[str, list[float]] = {tool: [] for tool in configs}
-        for _ in range(repeat):
-            for tool, extra in configs.items():
+        for r in range(repeat):
+            # Each repeat in another order: no tool always runs first.
+            order = list(configs.items())
+            order = order[r % len(order) :] + order[: r % len(order)]
+            for tool, extra in order:
                 print(f"bench: replay {label} {tool}", file=sys.stderr, flush=True)
                 runs[tool].append(replay_once(broker, tool, full, frames, extra))
                 small_run = replay_once(broker, tool, small, SMALL, extra)
@@ -356,7 +391,7 @@ def live_once(broker: Broker, tool: str, path: Path, frames: int) -> dict:
     stats = CACHE / f"stats-{uuid.uuid4().hex[:6]}.jsonl"
     with VethPair(queues=queues) as veth:
         if tool.startswith("fastcapa"):
-            q = tool.split("q")[-1]
+            q = tool.split()[-1].lstrip("q")
             run = Tool(
                 fastcapa_cmd(
                     broker,
@@ -371,7 +406,8 @@ def live_once(broker: Broker, tool: str, path: Path, frames: int) -> dict:
                     str(stats),
                     "--stats-interval",
                     "600",
-                )
+                ),
+                env=fastcapa_env(tool),
             )
             run.wait_for(r"^fastcapa: capturing on")
         elif tool == "tcpdump":
@@ -473,17 +509,18 @@ def live_once(broker: Broker, tool: str, path: Path, frames: int) -> dict:
     }
 
 
-LIVE_TOOLS = ["tcpdump", "fastcapa q1", "fastcapa q2", "pycapa"]
-
-
 def live(broker: Broker, frames: int, repeat: int) -> dict:
     results = {}
+    LIVE_TOOLS = ["tcpdump", "fastcapa q1", "fastcapa q2", "pycapa"]
+    if BEFORE:
+        LIVE_TOOLS[3:3] = ["fastcapa-before q1", "fastcapa-before q2"]
     for size in (64, 0):
         label = "64B" if size else "IMIX"
         path = capture(frames, size)
         runs: dict[str, list[dict]] = {tool: [] for tool in LIVE_TOOLS}
-        for _ in range(repeat):
-            for tool in LIVE_TOOLS:
+        for r in range(repeat):
+            order = LIVE_TOOLS[r % len(LIVE_TOOLS) :] + LIVE_TOOLS[: r % len(LIVE_TOOLS)]
+            for tool in order:
                 print(f"bench: live {label} {tool}", file=sys.stderr, flush=True)
                 runs[tool].append(live_once(broker, tool, path, frames))
         results[label] = {}
@@ -513,6 +550,14 @@ def ratios(result: dict) -> dict:
             "cpu_vs_pycapa": ratio(fast["cpu_s_per_mframe"], py["cpu_s_per_mframe"]),
             "msgs_vs_pycapa": ratio(fast["msgs_per_s"], py["msgs_per_s"]),
         }
+        if "fastcapa-before" in tools:
+            before = tools["fastcapa-before"]
+            out[f"replay {label}"]["msgs_vs_before"] = ratio(
+                fast["msgs_per_s"], before["msgs_per_s"]
+            )
+            out[f"replay {label}"]["cpu_vs_before"] = ratio(
+                fast["net_cpu_s_per_mframe"], before["net_cpu_s_per_mframe"]
+            )
     replay_ceiling = result.get("replay", {})
     for label, tools in result.get("live", {}).items():
         tcpdump = tools["tcpdump"]["cpu_us_per_packet"]
@@ -527,6 +572,12 @@ def ratios(result: dict) -> dict:
                 tools[tool]["cpu_us_per_packet"], tools["pycapa"]["cpu_us_per_packet"]
             )
             entry["lost"] = tools[tool]["lost"]
+            before = tools.get(tool.replace("fastcapa", "fastcapa-before"))
+            if before:
+                entry["cpu_vs_before"] = ratio(
+                    tools[tool]["cpu_us_per_packet"], before["cpu_us_per_packet"]
+                )
+                entry["lost_before"] = before["lost"]
             out[f"live {label} {tool}"] = entry
     return out
 
@@ -592,8 +643,11 @@ def main() -> int:
     parser.add_argument(
         "--broker-dir", help="use the broker tools/kafka/kafka.py runs there (default: start one)"
     )
+    parser.add_argument("--before", type=Path, help="A/B: also run the fastcapa build in DIR")
     args = parser.parse_args()
     only = set(args.only.split(","))
+    global BEFORE
+    BEFORE = args.before
     if not CEILING.exists():
         print(f"bench: {CEILING} missing: run `make bench`", file=sys.stderr)
         return 2
@@ -621,10 +675,16 @@ def main() -> int:
         cluster_cm = kafka.Cluster(nodes=1, jvm_opts=["-XX:+UseSerialGC"])
     with cluster_cm as cluster:
         broker = Broker(cluster)
+        # Warm the broker's JIT first: whatever runs first on a cold broker
+        # pays for it.
+        print("bench: warming the broker up", file=sys.stderr, flush=True)
+        for tool in ("ceiling", "fastcapa"):
+            replay_once(broker, tool, capture(args.frames, 64), args.frames, [])
         if "replay" in only:
-            result["replay"] = replay(
-                broker, args.frames, args.repeat, {"ceiling": [], "fastcapa": [], "pycapa": []}
-            )
+            tools: dict[str, list[str]] = {"ceiling": [], "fastcapa": [], "pycapa": []}
+            if BEFORE:
+                tools["fastcapa-before"] = []
+            result["replay"] = replay(broker, args.frames, args.repeat, tools)
         if "live" in only:
             result["live"] = live(broker, args.live_frames, args.repeat)
         if "scaling" in only:

@@ -33,6 +33,18 @@ impl ProducerContext for Counts {
     }
 }
 
+/// Every delivery-report event waiting, without blocking (`poll` with a
+/// timeout below 1 ms spins).
+fn serve_reports(producer: &BaseProducer<Counts>) {
+    for _ in 0..16 {
+        let before = producer.in_flight_count();
+        producer.poll(Duration::ZERO);
+        if producer.in_flight_count() == before {
+            break;
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
@@ -82,15 +94,18 @@ fn main() {
                     // reports, then sleep briefly. (`poll` with a timeout
                     // below 1 ms spins; so does `flush`, hence the loop below.)
                     record = back;
-                    producer.poll(Duration::ZERO);
+                    serve_reports(&producer);
                     std::thread::sleep(Duration::from_micros(200));
                 }
                 Err((e, _)) => panic!("produce: {e}"),
             }
         }
         bytes += value.len() as u64;
-        if i % 1024 == 0 {
-            producer.poll(Duration::ZERO);
+        // Serve delivery reports as fastcapa's transmit worker does, once per
+        // burst of 256 (its default -w): each served report frees room in
+        // the producer queue.
+        if i % 256 == 255 {
+            serve_reports(&producer);
         }
     }
     let deadline = Instant::now() + Duration::from_secs(120);
