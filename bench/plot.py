@@ -95,10 +95,11 @@ def plot(result: dict, out: Path) -> list[Path]:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
         scaling = result["scaling"]["64B"]
         configs = list(scaling)
-        axes[0].bar(configs, [scaling[c]["msgs_per_s"] / 1e3 for c in configs], color="#1f77b4")
+        colours = [COLOURS["ceiling"] if c == "ceiling" else "#1f77b4" for c in configs]
+        axes[0].bar(configs, [scaling[c]["msgs_per_s"] / 1e3 for c in configs], color=colours)
         axes[0].set_title("Replay 64 B: throughput by queues x tx workers", fontsize=10)
         axes[0].set_ylabel("thousand messages / s")
-        axes[1].bar(configs, [scaling[c]["net_cpu_s_per_mframe"] for c in configs], color="#1f77b4")
+        axes[1].bar(configs, [scaling[c]["net_cpu_s_per_mframe"] for c in configs], color=colours)
         axes[1].set_title("CPU per packet (net of start-up)", fontsize=10)
         axes[1].set_ylabel("µs / frame")
         for ax in axes:
