@@ -268,12 +268,6 @@ def memory_kib(pid: int) -> dict[str, int]:
     return figures
 
 
-def rss_kib(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a process, in KiB."""
-    figures = memory_kib(pid)
-    return figures["VmRSS"], figures["VmHWM"]
-
-
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -305,13 +299,12 @@ class ProcWatch:
             self._stop.wait(self.period)
 
     def sample(self) -> Sample | None:
+        t = round(time.monotonic() - self._start, 1)
         try:
             mem = memory_kib(self.pid)
-            fds = open_fds(self.pid)
-        except (OSError, KeyError):
+            s = Sample(t, mem["VmRSS"], mem["VmHWM"], mem["RssAnon"], open_fds(self.pid))
+        except (OSError, KeyError):  # gone, or a zombie (no memory figures)
             return None
-        t = round(time.monotonic() - self._start, 1)
-        s = Sample(t, mem["VmRSS"], mem["VmHWM"], mem["RssAnon"], fds)
         self.samples.append(s)
         return s
 
