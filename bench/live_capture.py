@@ -3,7 +3,8 @@
 can into a veth pair from a network namespace; fastcapa captures the other end
 into a local Kafka broker. Reports the rate the sender reached, what fastcapa
 delivered and dropped (per stage), and its CPU time per packet (user + system,
-from the OS). Run on purpose (`make bench-live`), never as a pass/fail test.
+from the OS). Run on purpose, never as a pass/fail test; `make bench` runs the
+whole suite (bench/run.py), of which this is the single-tool live case.
 
     bench/live_capture.py [--packets N] [--size BYTES] [--queues Q] [--repeat R]
 """
