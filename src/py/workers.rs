@@ -4,7 +4,7 @@
 
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,20 +21,46 @@ use crate::rx::{Idle, RxConfig, RxShared};
 use crate::tx::{TxConfig, TxControl};
 
 /// A native thread and the means to wait for it without holding the GIL.
+/// The thread raises `ended` as it exits (even by a panic), so a join wakes at
+/// once rather than polling.
 #[derive(Default)]
-struct Thread(Mutex<Option<JoinHandle<()>>>);
+struct Thread {
+    handle: Mutex<Option<JoinHandle<()>>>,
+    ended: Arc<Ended>,
+}
+
+#[derive(Default)]
+struct Ended {
+    flag: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// Raises `Ended` when dropped: at the end of the thread's body, or while a
+/// panic unwinds it.
+struct EndSignal(Arc<Ended>);
+
+impl Drop for EndSignal {
+    fn drop(&mut self) {
+        *self.0.flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.0.wake.notify_all();
+    }
+}
 
 impl Thread {
     fn spawn(&self, name: String, body: impl FnOnce() + Send + 'static) -> PyResult<()> {
-        let mut slot = self.0.lock().unwrap();
+        let mut slot = self.handle.lock().unwrap();
         if slot.is_some() {
             return Err(FastcapaError::new_err(format!(
                 "{name} was already started"
             )));
         }
+        let signal = EndSignal(Arc::clone(&self.ended));
         let handle = std::thread::Builder::new()
             .name(name.clone())
-            .spawn(body)
+            .spawn(move || {
+                let _signal = signal;
+                body()
+            })
             .map_err(|e| FastcapaError::new_err(format!("cannot start thread {name}: {e}")))?;
         *slot = Some(handle);
         Ok(())
@@ -43,22 +69,36 @@ impl Thread {
     /// Waits up to `timeout` seconds (None = forever) for the thread to end;
     /// true once it has ended (or never started).
     fn join(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
+        if self.handle.lock().unwrap().is_none() {
+            return true;
+        }
         let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
-        let done = py.detach(|| loop {
-            let finished = match &*self.0.lock().unwrap() {
-                Some(handle) => handle.is_finished(),
-                None => true,
-            };
-            if finished {
-                return true;
+        let done = py.detach(|| {
+            let mut ended = self.ended.flag.lock().unwrap_or_else(|e| e.into_inner());
+            while !*ended {
+                match deadline {
+                    None => {
+                        ended = self
+                            .ended
+                            .wake
+                            .wait(ended)
+                            .unwrap_or_else(|e| e.into_inner())
+                    }
+                    Some(deadline) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return false;
+                        }
+                        ended = (self.ended.wake.wait_timeout(ended, left))
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                }
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(2));
+            true
         });
         if done {
-            if let Some(handle) = self.0.lock().unwrap().take() {
+            if let Some(handle) = self.handle.lock().unwrap().take() {
                 let _ = handle.join();
             }
         }
