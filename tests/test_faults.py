@@ -322,8 +322,13 @@ def test_outage_longer_than_message_timeout_counts_at_kaf(broker, new_topic, tmp
     assert d["rx"] == d["tx"] == 0, d
     assert d["kaf"] > 0, d  # the outage outlasted the message timeout
     verdict = check_topic(broker.bootstrap, topic, 1, count, SIZE)
-    assert_holds_what_was_delivered(verdict, report)
-    assert count - verdict.delivered == d["kaf"] + d["nic"]
+    assert not verdict.bad, verdict.summary()
+    # Kafka holds every frame it acknowledged. A message that times out while
+    # its batch is in flight (a slow broker, a loaded machine) may have been
+    # written all the same: librdkafka calls it "possibly persisted". It is
+    # counted at [kaf], as it was never acknowledged, and may also be held.
+    delivered, timed_out = report["kaf"]["out"], d["kaf"]
+    assert delivered <= verdict.delivered <= delivered + timed_out, verdict.summary()
     figures(
         "outage-message-timeout",
         outage_s=outage["outage_s"],
