@@ -197,13 +197,12 @@ impl LaneWriter {
         fill(unsafe { &mut *cell.get() });
         self.tail = self.tail.wrapping_add(1);
         self.lane.tail.0.store(self.tail, Ordering::Release);
-        if self.lane.bell.0.parked.load(Ordering::Relaxed) {
-            self.lane.bell.0.ring();
-        }
+        self.wake_idle();
         true
     }
 
-    /// Wakes the consumer if it parked without seeing what was published.
+    /// Wakes the consumer if it is parked (one relaxed load when it is not).
+    #[inline]
     fn wake_idle(&self) {
         if self.lane.bell.0.parked.load(Ordering::Relaxed) {
             self.lane.bell.0.ring();
@@ -221,11 +220,21 @@ impl RingWriter {
         self.lanes.len()
     }
 
+    /// The lane a frame of `flow_hash` goes to: each flow keeps to one lane.
+    #[inline]
+    fn lane_of(&self, flow_hash: u32) -> usize {
+        let n = self.lanes.len();
+        if n == 1 {
+            0
+        } else {
+            flow_hash as usize % n
+        }
+    }
+
     /// Pushes into the lane chosen by `flow_hash`; false when that lane is full.
     #[inline]
     pub fn push_with(&mut self, flow_hash: u32, fill: impl FnOnce(&mut Slot)) -> bool {
-        let n = self.lanes.len();
-        let lane = if n == 1 { 0 } else { flow_hash as usize % n };
+        let lane = self.lane_of(flow_hash);
         self.lanes[lane].push_with(fill)
     }
 
@@ -234,8 +243,8 @@ impl RingWriter {
     /// that much room, so a producer faster than its consumer moves in
     /// half-ring batches instead of waking for every few slots.
     pub fn wait_for_room(&mut self, flow_hash: u32, timeout: std::time::Duration) {
-        let n = self.lanes.len();
-        let writer = &mut self.lanes[if n == 1 { 0 } else { flow_hash as usize % n }];
+        let lane = self.lane_of(flow_hash);
+        let writer = &mut self.lanes[lane];
         let bell = &writer.lane.bell.0;
         let _ = bell.writer.set(std::thread::current());
         bell.writer_parked.store(true, Ordering::SeqCst);
@@ -252,9 +261,12 @@ impl RingWriter {
     /// Whether the consumer of the lane `flow_hash` picks is stuck on Kafka.
     #[inline]
     pub fn stalled(&self, flow_hash: u32) -> bool {
-        let n = self.lanes.len();
-        let lane = if n == 1 { 0 } else { flow_hash as usize % n };
-        self.lanes[lane].lane.bell.0.stalled.load(Ordering::Relaxed)
+        self.lanes[self.lane_of(flow_hash)]
+            .lane
+            .bell
+            .0
+            .stalled
+            .load(Ordering::Relaxed)
     }
 
     /// After a burst: wakes every consumer that parked before seeing it.
