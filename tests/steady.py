@@ -22,7 +22,6 @@ resident memory and open file descriptors.
 from __future__ import annotations
 
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -31,6 +30,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sender import packet_socket, send
 
 MARKER = b"FCFT"
 # marker, stream, seq, sent_us
@@ -81,9 +82,7 @@ def parse(value: bytes) -> tuple[int, int, int] | None:
 
 def main() -> None:
     iface, stream, count, rate, size = sys.argv[1], *map(int, sys.argv[2:6])
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-    sock.bind((iface, 0))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    sock = packet_socket(iface)
     gap = 1.0 / rate
     first = last = 0
     start = time.monotonic()
@@ -93,17 +92,7 @@ def main() -> None:
             time.sleep(delay)
         last = time.time_ns() // 1000
         first = first or last
-        data = frame(stream, seq, last, size)
-        while True:
-            try:
-                sock.send(data)
-                break
-            except BlockingIOError:  # the send buffer is full: wait for room
-                time.sleep(0.0005)
-            except OSError as e:
-                if e.errno != 105:  # ENOBUFS: retry
-                    raise
-                time.sleep(0.0005)
+        send(sock, frame(stream, seq, last, size))
     print(count, first, last, flush=True)
 
 

@@ -220,6 +220,15 @@ def assert_holds_what_was_delivered(verdict, report: dict) -> None:
     assert verdict.delivered == report["kaf"]["out"], verdict.summary()
 
 
+def assert_rode_it_out(status: int, report: dict, sent: dict, outage: dict, count: int) -> None:
+    """What every outage run must show: a clean exit, the sums of SPEC §2, an
+    outage that was real, and every frame sent taken in."""
+    assert status == 0
+    assert_accounting(report)
+    assert_broker_was_away(outage)
+    assert report["nic"]["taken_in"] == sent["sent"] == count
+
+
 def assert_broker_was_away(outage: dict) -> None:
     """Kafka acknowledged nothing in the middle of the outage while the probe
     kept taking frames: the outage was real, and the probe rode it out."""
@@ -244,11 +253,8 @@ def test_outage_with_room_for_it_delivers_every_frame(broker, new_topic, tmp_pat
         "-X", "message.timeout.ms=300000",
         "-X", "enable.idempotence=true",
     )  # fmt: skip
-    assert status == 0
-    assert_accounting(report)
-    assert_broker_was_away(outage)
+    assert_rode_it_out(status, report, sent, outage, count)
     assert drops(report) == {"nic": 0, "rx": 0, "tx": 0, "kaf": 0}
-    assert report["nic"]["taken_in"] == sent["sent"] == count
     assert report["kaf"]["out"] == count
     verdict = check_topic(broker.bootstrap, topic, 1, count, SIZE, keep_keys=True)
     assert not verdict.bad and verdict.delivered == count and verdict.duplicates == 0, (
@@ -280,11 +286,8 @@ def test_outage_too_big_for_the_queues_counts_the_overflow(broker, new_topic, tm
         "-X", "queue.buffering.max.messages=2000",
         "-X", "message.timeout.ms=300000",
     )  # fmt: skip
-    assert status == 0
-    assert_accounting(report)
-    assert_broker_was_away(outage)
+    assert_rode_it_out(status, report, sent, outage, count)
     d = drops(report)
-    assert report["nic"]["taken_in"] == sent["sent"] == count
     assert d["kaf"] == 0, d
     # More came in while the broker was away than 2000 messages and 64 slots hold.
     assert d["rx"] + d["tx"] > 0, d
@@ -314,11 +317,8 @@ def test_outage_longer_than_message_timeout_counts_at_kaf(broker, new_topic, tmp
         "-X", "queue.buffering.max.messages=200000",
         "-X", "message.timeout.ms=5000",
     )  # fmt: skip
-    assert status == 0
-    assert_accounting(report)
-    assert_broker_was_away(outage)
+    assert_rode_it_out(status, report, sent, outage, count)
     d = drops(report)
-    assert report["nic"]["taken_in"] == sent["sent"] == count
     assert d["rx"] == d["tx"] == 0, d
     assert d["kaf"] > 0, d  # the outage outlasted the message timeout
     verdict = check_topic(broker.bootstrap, topic, 1, count, SIZE)
