@@ -120,8 +120,9 @@ def test_missing_privilege_is_named(args, words, kafka):
     assert words in run.stderr, run.stderr
 
 
-def test_unknown_user_is_a_usage_error(kafka, fastcapa):
+@pytest.mark.parametrize("user", ["no-such-user-here", "²", "99999999999999999999"])
+def test_unknown_user_is_a_usage_error(user, kafka, fastcapa):
     afs = str(CORPUS / "afs.pcap")
-    run = fastcapa("-r", afs, "--user", "no-such-user-here", "-k", kafka.bootstrap)
+    run = fastcapa("-r", afs, "--user", user, "-k", kafka.bootstrap)
     assert_clean_failure(run, 2)
-    assert "no-such-user-here" in run.stderr
+    assert user in run.stderr

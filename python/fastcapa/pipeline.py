@@ -196,8 +196,10 @@ def _open_kafka_stats(path: str | None) -> IO[bytes] | None:
 def _user_ids(name: str) -> tuple[int, int]:
     """--user NAME (or a numeric uid) -> (uid, gid of its primary group)."""
     try:
-        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
-    except KeyError:
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        numeric = name.isascii() and name.isdigit()
+        entry = pwd.getpwuid(int(name)) if numeric else pwd.getpwnam(name)
+    except (KeyError, OverflowError):
         raise ConfigError(f"--user: no such user {name!r}") from None
     if os.geteuid() != 0:
         raise ConfigError("--user needs fastcapa to start as root")
