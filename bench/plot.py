@@ -44,6 +44,15 @@ def _bars(ax, groups: dict[str, dict[str, float]], title: str, unit: str) -> Non
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=len(tools))
 
 
+def _save(fig, note: str, path: Path) -> Path:
+    """Titles the figure with the run's note, writes it to `path` and closes it."""
+    fig.suptitle(note, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot(result: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -63,11 +72,7 @@ def plot(result: dict, out: Path) -> list[Path]:
             "CPU per packet (net of start-up)",
             "µs / frame  (= CPU s per million)",
         )
-        fig.suptitle(note, fontsize=8)
-        fig.tight_layout()
-        written.append(out / "replay.png")
-        fig.savefig(written[-1], dpi=100)
-        plt.close(fig)
+        written.append(_save(fig, note, out / "replay.png"))
     if "live" in result:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
         live = result["live"]
@@ -86,11 +91,7 @@ def plot(result: dict, out: Path) -> list[Path]:
             "CPU per packet",
             "µs / packet",
         )
-        fig.suptitle(note, fontsize=8)
-        fig.tight_layout()
-        written.append(out / "live.png")
-        fig.savefig(written[-1], dpi=100)
-        plt.close(fig)
+        written.append(_save(fig, note, out / "live.png"))
     if "scaling" in result:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
         scaling = result["scaling"]["64B"]
@@ -105,11 +106,7 @@ def plot(result: dict, out: Path) -> list[Path]:
         for ax in axes:
             for container in ax.containers:
                 ax.bar_label(container, fmt="%.3g", fontsize=7)
-        fig.suptitle(note, fontsize=8)
-        fig.tight_layout()
-        written.append(out / "scaling.png")
-        fig.savefig(written[-1], dpi=100)
-        plt.close(fig)
+        written.append(_save(fig, note, out / "scaling.png"))
     return written
 
 

@@ -98,15 +98,20 @@ def ini_path(tmp_path_factory):
     return tmp_path_factory.mktemp("ini") / "fuzz.conf"
 
 
-def check_ini(path, content: bytes) -> None:
-    path.write_bytes(content)
+def assert_settings_or_one_line(read) -> None:
+    """`read()` gives settings that are each fine, or a ConfigError of one line."""
     try:
-        got = read_ini(str(path))
+        settings = read()
     except ConfigError as e:
         assert one_line(str(e)), repr(str(e))
         return
-    for key, value in got.items():
+    for key, value in settings.items():
         assert_setting_ok(key, value)
+
+
+def check_ini(path, content: bytes) -> None:
+    path.write_bytes(content)
+    assert_settings_or_one_line(lambda: read_ini(str(path)))
 
 
 @FUZZ
@@ -168,13 +173,7 @@ def test_overrides_give_a_setting_or_one_line(text):
 @given(st.lists(ini_text, max_size=4), st.none() | ini_text)
 @example([], "evil:1\nacks=0")  # -k went into the settings unchecked
 def test_merged_settings_are_all_checked(overrides, broker):
-    try:
-        merged = kafka_settings(None, overrides, broker)
-    except ConfigError as e:
-        assert one_line(str(e)), repr(str(e))
-        return
-    for key, value in merged.items():
-        assert_setting_ok(key, value)
+    assert_settings_or_one_line(lambda: kafka_settings(None, overrides, broker))
 
 
 @FUZZ
