@@ -16,10 +16,16 @@ use crate::counters::{bump, TxCounters};
 use crate::producer::{KafkaProducer, Offer};
 use crate::ring::{self, LaneReader};
 
-/// Longest park of a worker with nothing to send. The receive side wakes
-/// it as soon as it publishes frames; the timeout only bounds how late
-/// delivery reports are served and a stop is seen while idle.
-const IDLE_PARK: Duration = Duration::from_millis(2);
+/// Longest park of a worker with nothing to send while messages are still
+/// in flight: their delivery reports come back within about `linger.ms`
+/// plus a round trip, and are counted when the worker wakes.
+const IN_FLIGHT_PARK: Duration = Duration::from_millis(2);
+/// Longest park of a worker with nothing to send and nothing in flight. The
+/// receive side wakes it as soon as it publishes frames and the control
+/// plane when it says finish or abort, so the timeout only bounds how late
+/// librdkafka's own events (statistics, errors) are served on an idle link:
+/// an idle worker wakes 10 times a second, not 500.
+const IDLE_PARK: Duration = Duration::from_millis(100);
 /// Sleep between offers to a full producer queue.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_micros(200);
 /// A producer queue full for this long means Kafka, not the CPU, holds the
@@ -47,6 +53,8 @@ pub struct TxControl {
     /// Deadline of the drain, in ms since `epoch`.
     deadline_ms: AtomicU64,
     epoch: std::sync::OnceLock<Instant>,
+    /// The worker's thread, unparked when told to finish or abort.
+    worker: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl TxControl {
@@ -60,11 +68,21 @@ impl TxControl {
         self.deadline_ms
             .store(deadline.as_millis() as u64, Ordering::Relaxed);
         self.finishing.store(true, Ordering::Release);
+        self.wake_worker();
     }
 
     /// Stop at once; what is left is counted as dropped.
     pub fn abort(&self) {
         self.abort.store(true, Ordering::Release);
+        self.wake_worker();
+    }
+
+    /// A parked worker sees the flags now rather than when its park times
+    /// out (an unpark before the park makes the park return at once).
+    fn wake_worker(&self) {
+        if let Some(worker) = self.worker.get() {
+            worker.unpark();
+        }
     }
 
     fn aborted(&self) -> bool {
@@ -94,6 +112,7 @@ pub fn run(
     counters: Arc<TxCounters>,
 ) {
     control.epoch();
+    let _ = control.worker.set(std::thread::current());
     for lane in &lanes {
         lane.attach_current_thread();
     }
@@ -172,7 +191,12 @@ pub fn run(
                 break;
             }
             producer.serve_reports();
-            ring::park(&mut lanes, IDLE_PARK);
+            let park = if producer.in_flight() > 0 {
+                IN_FLIGHT_PARK
+            } else {
+                IDLE_PARK
+            };
+            ring::park(&mut lanes, park);
         } else {
             producer.serve_reports();
         }
