@@ -21,9 +21,11 @@ COLOURS = {
     "fastcapa": "#1f77b4",
     "fastcapa q1": "#1f77b4",
     "fastcapa q2": "#17becf",
+    "fastcapa q2 w1": "#9467bd",
     "fastcapa-before": "#aec7e8",
     "fastcapa-before q1": "#aec7e8",
     "fastcapa-before q2": "#9edae5",
+    "fastcapa-before q2 w1": "#c5b0d5",
     "pycapa": "#d62728",
     "tcpdump": "#2ca02c",
 }

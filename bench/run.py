@@ -391,7 +391,10 @@ def live_once(broker: Broker, tool: str, path: Path, frames: int) -> dict:
     stats = CACHE / f"stats-{uuid.uuid4().hex[:6]}.jsonl"
     with VethPair(queues=queues) as veth:
         if tool.startswith("fastcapa"):
-            q = tool.split()[-1].lstrip("q")
+            # "fastcapa q2": 2 receive queues, a transmit worker per ring
+            # (the default); "fastcapa q2 w1": the same with one transmit worker.
+            config = dict((word[0], word[1:]) for word in tool.split()[1:])
+            workers = ["--tx-workers", config["w"]] if "w" in config else []
             run = Tool(
                 fastcapa_cmd(
                     broker,
@@ -399,7 +402,8 @@ def live_once(broker: Broker, tool: str, path: Path, frames: int) -> dict:
                     "-i",
                     veth.probe_side,
                     "-q",
-                    q,
+                    config["q"],
+                    *workers,
                     "-d",
                     "65536",
                     "--stats-json",
@@ -509,11 +513,17 @@ def live_once(broker: Broker, tool: str, path: Path, frames: int) -> dict:
     }
 
 
+# The fastcapa configurations of the live scenario: 1 and 2 receive queues
+# with a transmit worker per ring (the default), and 2 queues sharing one
+# transmit worker (one producer, so batches twice the size).
+FASTCAPA_LIVE = ["fastcapa q1", "fastcapa q2", "fastcapa q2 w1"]
+
+
 def live(broker: Broker, frames: int, repeat: int) -> dict:
     results = {}
-    LIVE_TOOLS = ["tcpdump", "fastcapa q1", "fastcapa q2", "pycapa"]
+    LIVE_TOOLS = ["tcpdump", *FASTCAPA_LIVE, "pycapa"]
     if BEFORE:
-        LIVE_TOOLS[3:3] = ["fastcapa-before q1", "fastcapa-before q2"]
+        LIVE_TOOLS[-1:-1] = [t.replace("fastcapa", "fastcapa-before") for t in FASTCAPA_LIVE]
     for size in (64, 0):
         label = "64B" if size else "IMIX"
         path = capture(frames, size)
@@ -562,7 +572,7 @@ def ratios(result: dict) -> dict:
     for label, tools in result.get("live", {}).items():
         tcpdump = tools["tcpdump"]["cpu_us_per_packet"]
         ceiling = replay_ceiling.get(label, {}).get("ceiling", {}).get("net_cpu_s_per_mframe")
-        for tool in ("fastcapa q1", "fastcapa q2"):
+        for tool in FASTCAPA_LIVE:
             entry = {"cpu_vs_tcpdump": ratio(tools[tool]["cpu_us_per_packet"], tcpdump)}
             if ceiling:
                 budget = ceiling + 1.5 * tcpdump
@@ -639,8 +649,13 @@ def markdown(result: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1_000_000)
-    parser.add_argument("--live-frames", type=int, default=300_000)
-    parser.add_argument("--repeat", type=int, default=1)
+    # A million frames is about 5 s of the sender's top rate: long enough
+    # that a capture's fixed costs (its first batches, the last partly
+    # filled block) do not weigh on the per-packet figure.
+    parser.add_argument("--live-frames", type=int, default=1_000_000)
+    # Medians of three interleaved runs: on two shared cores one run of a
+    # tool can be 30 % off the next.
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", default="replay,live,scaling")
     parser.add_argument(
         "--broker-dir", help="use the broker tools/kafka/kafka.py runs there (default: start one)"
