@@ -163,6 +163,29 @@ def proc_cpu(pid: int) -> float:
     return total + max(0.0, ticks - live_ticks)
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a running fastcapa per part of the pipeline, from its
+    threads' names: receive workers, transmit workers, librdkafka's threads,
+    and the rest (the Python control plane)."""
+    parts: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            seconds = int((task / "schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError):
+            continue
+        if name.startswith("fcapa-rx"):
+            part = "rx"
+        elif name.startswith("fcapa-tx"):
+            part = "tx"
+        elif name.startswith("rdk:"):
+            part = "librdkafka"
+        else:
+            part = "control"
+        parts[part] = parts.get(part, 0.0) + seconds
+    return parts
+
+
 # --- Kafka ------------------------------------------------------------------
 
 
@@ -434,6 +457,7 @@ def live_once(broker: Broker, tool: str, path: Path, frames: int) -> dict:
             run.wait_for(r"^pycapa: ready")
         time.sleep(0.3)
         cpu_before = proc_cpu(run.pid)
+        threads_before = thread_cpu(run.pid) if tool.startswith("fastcapa") else {}
         broker_before = broker.cpu()
         started = time.monotonic()
         replay = subprocess.run(
@@ -469,6 +493,10 @@ def live_once(broker: Broker, tool: str, path: Path, frames: int) -> dict:
         if tool == "tcpdump":
             time.sleep(1.5)  # libpcap's block timeout in tcpdump is 1 s
         cpu = proc_cpu(run.pid) - cpu_before
+        threads = {
+            part: round((seconds - threads_before.get(part, 0.0)) / frames * 1e6, 3)
+            for part, seconds in (thread_cpu(run.pid) if threads_before else {}).items()
+        }
         broker_cpu = broker.cpu() - broker_before
         run.proc.send_signal(signal.SIGINT)
         rc = run.reap(120)
@@ -509,6 +537,8 @@ def live_once(broker: Broker, tool: str, path: Path, frames: int) -> dict:
         "lost": frames - (delivered if delivered is not None else taken),
         "cpu_s": round(cpu, 3),
         "cpu_us_per_packet": round(cpu / frames * 1e6, 3),
+        # fastcapa's CPU per packet by part of the pipeline (µs).
+        "cpu_us_by_part": threads or None,
         "broker_cpu_s": round(broker_cpu, 3),
     }
 
@@ -616,15 +646,20 @@ def markdown(result: dict) -> str:
             f"Live capture, {result['live_frames']:,} frames"
             " by tcpreplay --topspeed into a 2-queue veth:",
             "",
-            "| input | tool | sender pps | taken | delivered | lost | CPU µs / packet |",
-            "|---|---|---|---|---|---|---|",
+            "| input | tool | sender pps | taken | delivered | lost | CPU µs / packet"
+            " | of which rx / tx / librdkafka / control |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for label, tools in result["live"].items():
             for tool, r in tools.items():
                 delivered = "—" if r["delivered"] is None else f"{r['delivered']:,}"
+                parts = r.get("cpu_us_by_part") or {}
+                by_part = " / ".join(
+                    str(parts.get(p, 0)) for p in ("rx", "tx", "librdkafka", "control")
+                )
                 lines.append(
                     f"| {label} | {tool} | {r['sender_pps']:,} | {r['taken']:,} | {delivered} | "
-                    f"{r['lost']:,} | {r['cpu_us_per_packet']} |"
+                    f"{r['lost']:,} | {r['cpu_us_per_packet']} | {by_part if parts else '—'} |"
                 )
         lines.append("")
     if "scaling" in result:

@@ -21,7 +21,14 @@ struct Counts {
     failed: AtomicU64,
 }
 
-impl ClientContext for Counts {}
+impl ClientContext for Counts {
+    /// With `statistics.interval.ms` set, librdkafka's statistics go to
+    /// stderr, one JSON object per line (batch sizes, request counts: what
+    /// fastcapa's `-s` file holds), to compare how the two batch.
+    fn stats_raw(&self, statistics: &[u8]) {
+        eprintln!("{}", String::from_utf8_lossy(statistics));
+    }
+}
 
 impl ProducerContext for Counts {
     type DeliveryOpaque = ();
