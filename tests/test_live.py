@@ -412,3 +412,51 @@ def test_cpus_pin_receive_then_transmit_workers(kafka, new_topic, tmp_path):
             status, err, _ = probe.stop()
     assert status == 0, err
     assert pinned == expected
+
+
+def worker_cpu_seconds(pid: int) -> dict[str, float]:
+    """fastcapa's worker threads of `pid` -> CPU seconds each has run, in
+    the scheduler's nanoseconds (/proc/.../schedstat), not 10 ms ticks."""
+    seconds = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            ran = int((task / "schedstat").read_text().split()[0]) / 1e9
+        except FileNotFoundError:
+            continue
+        if name.startswith("fcapa-"):
+            seconds[name] = ran
+    return seconds
+
+
+def test_idle_probe_sleeps(kafka, new_topic, tmp_path):
+    """On a link with no traffic the workers sleep: the receive workers in
+    poll(), the transmit workers parked until frames or a stop come. Each
+    may use at most 1 % of a core (a transmit worker that woke every 2 ms
+    used about 2 %; a spinning one uses all of it), and a SIGTERM still
+    stops the probe at once."""
+    topic = new_topic()
+    with VethPair() as veth:
+        probe = Probe(veth.probe_side, topic, kafka.bootstrap, tmp_path, "-q", "2")
+        try:
+            time.sleep(1.5)  # past start-up: connections made, workers settled
+            before = worker_cpu_seconds(probe.proc.pid)
+            window_started = time.monotonic()
+            time.sleep(3)
+            used = {
+                name: ran - before.get(name, 0.0)
+                for name, ran in worker_cpu_seconds(probe.proc.pid).items()
+            }
+            window = time.monotonic() - window_started
+        finally:
+            stop_started = time.monotonic()
+            status, err, final = probe.stop()
+            stop_took = time.monotonic() - stop_started
+    assert status == 0, err
+    assert sorted(used) == ["fcapa-rx-0", "fcapa-rx-1", "fcapa-tx-0", "fcapa-tx-1"]
+    busy = {name: round(s / window, 4) for name, s in used.items() if s / window > 0.01}
+    assert not busy, f"workers busy on an idle link (share of a core): {busy}"
+    # The transmit workers are told to finish while parked: they must not
+    # sleep out a long park first (generous: CI machines are loaded).
+    assert stop_took < 10, stop_took
+    assert_accounting(final)
