@@ -563,11 +563,50 @@ def live(broker: Broker, frames: int, repeat: int) -> dict:
             for tool in order:
                 print(f"bench: live {label} {tool}", file=sys.stderr, flush=True)
                 runs[tool].append(live_once(broker, tool, path, frames))
-        results[label] = {}
-        for tool, rs in runs.items():
-            best = sorted(rs, key=lambda r: r["cpu_us_per_packet"])[len(rs) // 2]
-            results[label][tool] = {**best, "runs": rs}
+        results[label] = {tool: summarize_live(rs) for tool, rs in runs.items()}
     return results
+
+
+def summarize_live(runs: list[dict]) -> dict:
+    """The run of median CPU per packet, with all the runs beside it."""
+    median = sorted(runs, key=lambda r: r["cpu_us_per_packet"])[len(runs) // 2]
+    return {**median, "runs": runs}
+
+
+def pool(paths: list[Path]) -> dict:
+    """One result from several runs' files: every repeat of every file,
+    summarized again (medians over all of them). One run of `--repeat 3`
+    can still swing a ratio by a third on two shared cores."""
+    results = [json.loads(path.read_text()) for path in paths]
+    first = results[0]
+    pooled: dict = {
+        "started": " + ".join(r["started"] for r in results),
+        "machine": first["machine"],
+        "frames": first["frames"],
+        "live_frames": first["live_frames"],
+        "repeat": sum(r["repeat"] for r in results),
+        "pooled": [path.name for path in paths],
+    }
+    for section in ("replay", "live", "scaling"):
+        if not all(section in r for r in results):
+            continue
+        pooled[section] = {}
+        for label, tools in first[section].items():
+            pooled[section][label] = {}
+            for tool in tools:
+                entries = [r[section][label][tool] for r in results]
+                runs = [run for entry in entries for run in entry["runs"]]
+                if section == "live":
+                    pooled[section][label][tool] = summarize_live(runs)
+                    continue
+                one = entries[0]  # the payload in bytes, from its rate and MB/s
+                payload = one["mb_per_s"] * 1e6 * first["frames"] / one["msgs_per_s"]
+                startup = [entry["startup_cpu_s"] for entry in entries]
+                pooled[section][label][tool] = summarize_replay(
+                    runs, startup, first["frames"], round(payload)
+                )
+    pooled["ratios"] = ratios(pooled)
+    return pooled
 
 
 # --- report -----------------------------------------------------------------
@@ -696,7 +735,24 @@ def main() -> int:
         "--broker-dir", help="use the broker tools/kafka/kafka.py runs there (default: start one)"
     )
     parser.add_argument("--before", type=Path, help="A/B: also run the fastcapa build in DIR")
+    parser.add_argument(
+        "--pool",
+        type=Path,
+        nargs="+",
+        metavar="RESULT",
+        help="run nothing: medians over every repeat of these results/*.json, and their plots",
+    )
     args = parser.parse_args()
+    if args.pool:
+        pooled = pool(args.pool)
+        print(markdown(pooled))
+        try:
+            import plot
+
+            plot.plot(pooled, PLOTS)
+        except ImportError as e:
+            print(f"bench: no plots ({e})", file=sys.stderr)
+        return 0
     only = set(args.only.split(","))
     global BEFORE
     BEFORE = args.before
