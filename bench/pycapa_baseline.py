@@ -25,6 +25,7 @@ import time
 
 import pcapy  # pcapy-ng
 from confluent_kafka import Producer
+from fastcapa.config import PRODUCER_DEFAULTS
 
 KEY = struct.Struct(">Q")
 
@@ -40,7 +41,8 @@ def main() -> int:
     args = parser.parse_args()
 
     # fastcapa's producer defaults (python/fastcapa/config.py), then -X.
-    conf = {"bootstrap.servers": args.kafka_broker, "client.id": "fastcapa", "linger.ms": 5}
+    # fastcapa's producer defaults, so that only the capture loop differs.
+    conf = {"bootstrap.servers": args.kafka_broker, **PRODUCER_DEFAULTS}
     conf.update(dict(item.split("=", 1) for item in args.X))
     counts = {"taken": 0, "delivered": 0, "failed": 0}
 

@@ -50,6 +50,7 @@ import gen_capture  # noqa: E402
 import kafka  # noqa: E402
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from fastcapa.config import PRODUCER_DEFAULTS  # noqa: E402
 from netns import VethPair  # noqa: E402
 
 CACHE = ROOT / ".work" / "bench"
@@ -328,7 +329,8 @@ def replay_once(broker: Broker, tool: str, path: Path, frames: int, extra: list[
         delivered = final["kaf"]["out"]
         failed = final["kaf"]["drops"] + final["tx"]["drops"] + final["rx"]["drops"]
     elif tool == "ceiling":
-        run = Tool([str(CEILING), str(path), broker.bootstrap, topic])
+        settings = [f"{key}={value}" for key, value in PRODUCER_DEFAULTS.items()]
+        run = Tool([str(CEILING), str(path), broker.bootstrap, topic, *settings])
         rc = run.reap()
         report = last_json(run)
         seconds, delivered, failed = report["seconds"], report["delivered"], report["failed"]

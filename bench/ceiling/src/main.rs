@@ -71,8 +71,8 @@ fn main() {
     }
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &args[2]);
-    // fastcapa's defaults (python/fastcapa/config.py), then the caller's.
-    config.set("client.id", "fastcapa").set("linger.ms", "5");
+    // The caller's settings: bench/run.py passes fastcapa's defaults
+    // (python/fastcapa/config.py), so both produce alike.
     for setting in &args[4..] {
         let (key, value) = setting.split_once('=').expect("key=value");
         config.set(key, value);
