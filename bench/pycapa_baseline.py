@@ -40,8 +40,8 @@ def main() -> int:
     parser.add_argument("-X", action="append", default=[])
     args = parser.parse_args()
 
-    # fastcapa's producer defaults (python/fastcapa/config.py), then -X.
-    # fastcapa's producer defaults, so that only the capture loop differs.
+    # fastcapa's producer defaults (python/fastcapa/config.py), so that only
+    # the capture loop differs; then -X.
     conf = {"bootstrap.servers": args.kafka_broker, **PRODUCER_DEFAULTS}
     conf.update(dict(item.split("=", 1) for item in args.X))
     counts = {"taken": 0, "delivered": 0, "failed": 0}

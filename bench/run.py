@@ -52,6 +52,7 @@ from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 from fastcapa.config import PRODUCER_DEFAULTS  # noqa: E402
 from netns import VethPair  # noqa: E402
+from procfs import thread_cpu_seconds  # noqa: E402
 
 CACHE = ROOT / ".work" / "bench"
 RESULTS = ROOT / "bench" / "results"
@@ -146,12 +147,7 @@ def proc_cpu(pid: int) -> float:
     """CPU seconds of a running process, all its threads, in nanoseconds from
     the scheduler (/proc/PID/task/*/schedstat), not in 10 ms clock ticks.
     Threads that ended are counted from /proc/PID/stat's ticks."""
-    total = 0.0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0]) / 1e9
-        except (OSError, ValueError):
-            continue
+    total = sum(seconds for _, seconds in thread_cpu_seconds(pid))
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = (int(fields[11]) + int(fields[12])) / TICKS
     live_ticks = 0.0
@@ -169,12 +165,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
     threads' names: receive workers, transmit workers, librdkafka's threads,
     and the rest (the Python control plane)."""
     parts: dict[str, float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (task / "comm").read_text().strip()
-            seconds = int((task / "schedstat").read_text().split()[0]) / 1e9
-        except (OSError, ValueError):
-            continue
+    for name, seconds in thread_cpu_seconds(pid):
         if name.startswith("fcapa-rx"):
             part = "rx"
         elif name.startswith("fcapa-tx"):

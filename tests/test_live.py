@@ -21,6 +21,7 @@ from conftest import assert_accounting
 from fastcapa.dump import PcapWriter
 from kafka_read import read_topic
 from netns import VethPair, netns_available
+from procfs import thread_cpu_seconds
 from tools_path import gen_capture
 
 pytestmark = [
@@ -415,25 +416,15 @@ def test_cpus_pin_receive_then_transmit_workers(kafka, new_topic, tmp_path):
 
 
 def worker_cpu_seconds(pid: int) -> dict[str, float]:
-    """fastcapa's worker threads of `pid` -> CPU seconds each has run, in
-    the scheduler's nanoseconds (/proc/.../schedstat), not 10 ms ticks."""
-    seconds = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (task / "comm").read_text().strip()
-            ran = int((task / "schedstat").read_text().split()[0]) / 1e9
-        except FileNotFoundError:
-            continue
-        if name.startswith("fcapa-"):
-            seconds[name] = ran
-    return seconds
+    """fastcapa's worker threads of `pid` -> CPU seconds each has run."""
+    return {name: ran for name, ran in thread_cpu_seconds(pid) if name.startswith("fcapa-")}
 
 
 def test_idle_probe_sleeps(kafka, new_topic, tmp_path):
     """On a link with no traffic the workers sleep: the receive workers in
     poll(), the transmit workers parked until frames or a stop come. Each
     may use at most 1 % of a core (a transmit worker that woke every 2 ms
-    used about 2 %; a spinning one uses all of it), and a SIGTERM still
+    used about 1.1 %; a spinning one uses all of it), and a SIGTERM still
     stops the probe at once."""
     topic = new_topic()
     with VethPair() as veth:
