@@ -6,6 +6,7 @@
 pub mod afpacket;
 pub mod capfile;
 pub mod counters;
+pub mod events;
 pub mod flow;
 pub mod privileges;
 pub mod producer;

@@ -20,6 +20,7 @@ use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext,
 use rdkafka::ClientContext;
 
 use crate::counters::{bump, TxCounters};
+use crate::events::{EventKind, EventLog};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerError {
@@ -42,11 +43,12 @@ pub enum ProducerError {
 
 /// The producer's context: counts delivery reports into the worker's
 /// counters, appends librdkafka's statistics to a file when asked, and
-/// reports global errors on stderr.
+/// records client errors and failed deliveries as events for the control
+/// plane to report.
 pub struct DeliveryCounter {
     counters: Arc<TxCounters>,
     stats_file: Option<Mutex<File>>,
-    name: String,
+    events: Arc<EventLog>,
     /// While the start-up check runs, errors are kept, not printed: the
     /// last one becomes the reason of a single error line if the check fails.
     checking: AtomicBool,
@@ -77,7 +79,8 @@ impl ClientContext for DeliveryCounter {
                 }
             }
         } else {
-            eprintln!("fastcapa: {}: kafka: {error}: {reason}", self.name);
+            self.events
+                .record(EventKind::Kafka, &format!("{error}: {reason}"));
         }
     }
 }
@@ -93,14 +96,9 @@ impl ProducerContext for DeliveryCounter {
                 bump(&self.counters.delivered_bytes, len);
             }
             Err((error, _)) => {
-                let failed = self.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
-                // Say why, without flooding: the 1st, 10th, 100th... failure.
-                if failed == 10u64.pow(failed.ilog10()) {
-                    eprintln!(
-                        "fastcapa: {}: delivery failed ({failed} so far): {error}",
-                        self.name
-                    );
-                }
+                bump(&self.counters.failed, 1);
+                self.events
+                    .record(EventKind::DeliveryFailed, &error.to_string());
             }
         }
     }
@@ -135,10 +133,10 @@ impl KafkaProducer {
     /// Creates a producer from librdkafka settings (global and topic-level
     /// properties mixed; librdkafka sorts them) for one topic.
     pub fn new(
-        name: &str,
         settings: &[(String, String)],
         topic: &str,
         counters: Arc<TxCounters>,
+        events: Arc<EventLog>,
         stats_file: Option<File>,
     ) -> Result<KafkaProducer, ProducerError> {
         let mut config = ClientConfig::new();
@@ -148,7 +146,7 @@ impl KafkaProducer {
         let context = DeliveryCounter {
             counters,
             stats_file: stats_file.map(Mutex::new),
-            name: name.to_string(),
+            events,
             checking: AtomicBool::new(false),
             last_error: Mutex::new(None),
         };

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::counters::{bump, TxCounters};
+use crate::events::{EventKind, EventLog};
 use crate::producer::{KafkaProducer, Offer};
 use crate::ring::{self, LaneReader};
 
@@ -110,6 +111,7 @@ pub fn run(
     config: TxConfig,
     control: Arc<TxControl>,
     counters: Arc<TxCounters>,
+    events: Arc<EventLog>,
 ) {
     control.epoch();
     let _ = control.worker.set(std::thread::current());
@@ -144,7 +146,10 @@ pub fn run(
                             produced_bytes += slot.data.len() as u64;
                             break;
                         }
-                        Offer::Refused(_) => {
+                        Offer::Refused(reason) => {
+                            // Counted at [tx]; the reason goes to the operator
+                            // (once per reason, then at 10, 100, ... of it).
+                            events.record(EventKind::Refused, &reason);
                             dropped += 1;
                             break;
                         }

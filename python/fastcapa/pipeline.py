@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import IO
 
-from fastcapa import _fastcapa
+from fastcapa import _fastcapa, events
 from fastcapa.config import CaptureSettings
 from fastcapa.errors import ConfigError
 from fastcapa.stats import Reporter, Snapshot
@@ -159,6 +159,7 @@ class Pipeline:
                     settings.duration is not None and now - started >= settings.duration
                 ):
                     self.source.stop()
+                events.report(self.workers)
                 if now >= next_report:
                     reporter.report(self.snapshot())
                     next_report = now + settings.stats_interval
@@ -172,10 +173,12 @@ class Pipeline:
                         for w in self.workers:
                             w.abort()
                         aborted = True
+                    events.report(self.workers)
                     now = time.monotonic()
                     if now >= next_report:
                         reporter.report(self.snapshot())
                         next_report = now + settings.stats_interval
+            events.report(self.workers)
             final = self.snapshot()
             reporter.report(final, final=True)
         finally:

@@ -15,6 +15,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<workers::TxWorker>()?;
     m.add_function(wrap_pyfunction!(drop_privileges, m)?)?;
     m.add("LIBRDKAFKA_VERSION", rdkafka::util::get_rdkafka_version().1)?;
+    m.add("RX_COUNTERS", crate::counters::RxCounters::NAMES.to_vec())?;
+    m.add("TX_COUNTERS", crate::counters::TxCounters::NAMES.to_vec())?;
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use super::errors::{ConfigError, FastcapaError};
 use crate::afpacket::{BpfProgram, FanoutMode, PacketQueue, QueueConfig};
 use crate::capfile::CaptureFile;
 use crate::counters::{RxCounters, TxCounters};
+use crate::events::EventLog;
 use crate::producer::KafkaProducer;
 use crate::ring::{ring, LaneReader, RingGauge, RingWriter};
 use crate::rx::{Idle, RxConfig, RxShared};
@@ -165,15 +166,30 @@ impl TxRing {
 }
 
 fn rx_dict<'py>(py: Python<'py>, counters: &RxCounters) -> PyResult<Bound<'py, PyDict>> {
-    let s = counters.snapshot();
+    counter_dict(py, RxCounters::NAMES, &counters.snapshot().values())
+}
+
+/// `{name: value}` for one block of counters.
+fn counter_dict<'py>(
+    py: Python<'py>,
+    names: &[&str],
+    values: &[u64],
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("nic_packets", s.nic_packets)?;
-    d.set_item("nic_drops", s.nic_drops)?;
-    d.set_item("taken", s.taken)?;
-    d.set_item("taken_bytes", s.taken_bytes)?;
-    d.set_item("enqueued", s.enqueued)?;
-    d.set_item("ring_full", s.ring_full)?;
+    for (name, value) in names.iter().zip(values) {
+        d.set_item(name, value)?;
+    }
     Ok(d)
+}
+
+/// `([(kind, reason, count)], lost)`: the events queued since the last drain.
+fn drain_events(log: &EventLog) -> (Vec<(&'static str, String, u64)>, u64) {
+    let (events, lost) = log.drain();
+    let events = events
+        .into_iter()
+        .map(|e| (e.kind.as_str(), e.reason, e.count))
+        .collect();
+    (events, lost)
 }
 
 /// The receive worker of a replay: reads a capture file into the rings.
@@ -268,6 +284,7 @@ pub struct TxWorker {
     parts: Mutex<Option<(Vec<LaneReader>, KafkaProducer, TxConfig)>>,
     control: Arc<TxControl>,
     counters: Arc<TxCounters>,
+    events: Arc<EventLog>,
     thread: Thread,
 }
 
@@ -292,6 +309,7 @@ impl TxWorker {
             return Err(ConfigError::new_err("transmit burst must be at least 1"));
         }
         let counters = Arc::<TxCounters>::default();
+        let events = Arc::<EventLog>::default();
         let stats_file = match stats_fd {
             // SAFETY: only borrowed for the duration of the dup; the caller
             // keeps its descriptor open while this call runs.
@@ -302,8 +320,13 @@ impl TxWorker {
             )),
             None => None,
         };
-        let producer =
-            KafkaProducer::new(&name, &settings, topic, Arc::clone(&counters), stats_file)?;
+        let producer = KafkaProducer::new(
+            &settings,
+            topic,
+            Arc::clone(&counters),
+            Arc::clone(&events),
+            stats_file,
+        )?;
         let readers = lanes
             .iter()
             .map(|(ring, lane)| ring.get().take_reader(*lane))
@@ -318,6 +341,7 @@ impl TxWorker {
             parts: Mutex::new(Some((readers, producer, config))),
             control: Arc::default(),
             counters,
+            events,
             thread: Thread::default(),
         })
     }
@@ -362,11 +386,12 @@ impl TxWorker {
             .ok_or_else(|| FastcapaError::new_err("the worker was already started"))?;
         let control = Arc::clone(&self.control);
         let counters = Arc::clone(&self.counters);
+        let events = Arc::clone(&self.events);
         self.thread.spawn(self.name.clone(), move || {
             if let Some(cpu) = cpu {
                 crate::rx::pin_to_cpu(cpu);
             }
-            crate::tx::run(lanes, producer, config, control, counters)
+            crate::tx::run(lanes, producer, config, control, counters, events)
         })
     }
 
@@ -392,16 +417,12 @@ impl TxWorker {
     }
 
     fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.counters.snapshot();
-        let d = PyDict::new(py);
-        d.set_item("dequeued", s.dequeued)?;
-        d.set_item("produced", s.produced)?;
-        d.set_item("produced_bytes", s.produced_bytes)?;
-        d.set_item("dropped", s.dropped)?;
-        d.set_item("delivered", s.delivered)?;
-        d.set_item("delivered_bytes", s.delivered_bytes)?;
-        d.set_item("failed", s.failed)?;
-        Ok(d)
+        counter_dict(py, TxCounters::NAMES, &self.counters.snapshot().values())
+    }
+
+    /// What the worker has to tell the operator since the last call.
+    fn events(&self) -> (Vec<(&'static str, String, u64)>, u64) {
+        drain_events(&self.events)
     }
 }
 
