@@ -114,6 +114,11 @@ pub enum Offer {
     Refused(String),
 }
 
+/// The record header that carries a cut frame's length on the wire (4 bytes,
+/// big-endian), so that `fastcapa dump` can write it back as the pcap
+/// record's original length. Whole frames carry no header.
+pub const ORIG_LEN_HEADER: &std::ffi::CStr = c"orig_len";
+
 /// Most report events one `serve_reports` call handles (each is a batch).
 const REPORT_EVENTS_PER_CALL: usize = 16;
 
@@ -215,10 +220,21 @@ impl KafkaProducer {
 
     /// Offers one frame: key = capture time in µs (8 bytes, big-endian),
     /// `timestamp_ms` the record's Kafka timestamp (0: librdkafka's clock),
-    /// `partition` < 0 lets librdkafka's partitioner choose by key.
+    /// `partition` < 0 lets librdkafka's partitioner choose by key. A frame
+    /// cut short of its `wire_len` carries that length in an `orig_len`
+    /// header; a whole frame carries no header at all.
     #[inline]
-    pub fn offer(&self, ts_us: u64, timestamp_ms: i64, partition: i32, value: &[u8]) -> Offer {
+    pub fn offer(
+        &self,
+        ts_us: u64,
+        timestamp_ms: i64,
+        partition: i32,
+        value: &[u8],
+        wire_len: u32,
+    ) -> Offer {
         let key = ts_us.to_be_bytes();
+        let orig_len = wire_len.to_be_bytes();
+        let cut = wire_len as usize > value.len();
         let vu = |vtype, u| rd::rd_kafka_vu_t { vtype, u };
         use rd::rd_kafka_vtype_t::*;
         use rd::rd_kafka_vu_s__bindgen_ty_1 as U;
@@ -240,16 +256,24 @@ impl KafkaProducer {
             vu(RD_KAFKA_VTYPE_KEY, mem(key.as_ptr(), key.len())),
             vu(RD_KAFKA_VTYPE_VALUE, mem(value.as_ptr(), value.len())),
             vu(RD_KAFKA_VTYPE_TIMESTAMP, U { i64_: timestamp_ms }),
+            vu(
+                RD_KAFKA_VTYPE_HEADER,
+                U {
+                    header: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_2 {
+                        name: ORIG_LEN_HEADER.as_ptr(),
+                        val: orig_len.as_ptr().cast(),
+                        size: orig_len.len() as isize,
+                    },
+                },
+            ),
         ];
+        // A whole frame stops before the header.
+        let used = if cut { args.len() } else { args.len() - 1 };
         // SAFETY: every pointer in `args` is valid for the call; with
-        // RD_KAFKA_MSG_F_COPY librdkafka copies key and value before it
-        // returns, and it keeps no reference to `args`.
+        // RD_KAFKA_MSG_F_COPY librdkafka copies key, value and header before
+        // it returns, and it keeps no reference to `args`.
         let error = unsafe {
-            rd::rd_kafka_produceva(
-                self.producer.client().native_ptr(),
-                args.as_ptr(),
-                args.len(),
-            )
+            rd::rd_kafka_produceva(self.producer.client().native_ptr(), args.as_ptr(), used)
         };
         if error.is_null() {
             return Offer::Queued;

@@ -135,7 +135,13 @@ pub fn run(
                 };
                 let timestamp_ms = kafka_timestamp_ms(slot.ts_us, horizon_ms);
                 loop {
-                    match producer.offer(slot.ts_us, timestamp_ms, partition, &slot.data) {
+                    match producer.offer(
+                        slot.ts_us,
+                        timestamp_ms,
+                        partition,
+                        &slot.data,
+                        slot.wire_len,
+                    ) {
                         Offer::Queued => {
                             queue_full_since = None;
                             if stalled {
