@@ -32,6 +32,12 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Whether repeats of one reason are queued only at powers of ten.
+    /// A link going down and up is said every time.
+    fn coalesced(self) -> bool {
+        !matches!(self, EventKind::InterfaceDown | EventKind::InterfaceUp)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Kafka => "kafka",
@@ -69,7 +75,7 @@ pub struct EventLog {
 
 impl EventLog {
     /// Records one occurrence of `reason`; queues it when its count is a
-    /// power of ten (1, 10, 100, ...).
+    /// power of ten (1, 10, 100, ...), or every time for link changes.
     pub fn record(&self, kind: EventKind, reason: &str) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let inner = &mut *inner;
@@ -86,7 +92,7 @@ impl EventLog {
                 1
             }
         };
-        if count == 10u64.pow(count.ilog10()) {
+        if !kind.coalesced() || count == 10u64.pow(count.ilog10()) {
             if inner.queue.len() == CAPACITY {
                 inner.queue.pop_front();
                 inner.lost += 1;

@@ -4,6 +4,7 @@
 //! that knows about Python.
 
 pub mod afpacket;
+pub mod bpf;
 pub mod capfile;
 pub mod counters;
 pub mod events;
@@ -12,7 +13,11 @@ pub mod privileges;
 pub mod producer;
 pub mod ring;
 pub mod rx;
+pub mod source;
 pub mod tx;
+
+#[cfg(test)]
+mod testnet;
 
 mod py;
 

@@ -1,13 +1,19 @@
-//! The receive worker of a live capture: walks one AF_PACKET queue's mapped
-//! ring and copies its frames into one transmit ring.
+//! The receive worker of a live capture: drains one receive queue (an
+//! AF_PACKET socket's ring or a DPDK port's queue, behind
+//! [`RxQueue`](crate::source::RxQueue)) and copies its frames into one
+//! transmit ring.
 //!
-//! Poll-mode and burst-oriented, as fastcapa's DPDK worker: it reads block
-//! status from memory (no system call per packet), takes the frames of ready
-//! blocks in bursts of up to `burst`, updating counters once per burst, and
-//! when the queue keeps handing over full bursts it fetches again at once, up
-//! to `MAX_REPEATS` times, before it yields (checks for a stop, reads the
-//! kernel's statistics). An idle queue is spun on (`Idle::Spin`) or spun on
-//! briefly and then waited for in `poll()` (`Idle::Poll`).
+//! Poll-mode and burst-oriented, as fastcapa's DPDK worker: it looks at the
+//! queue without a system call per packet, takes what is ready in bursts of
+//! up to `burst`, updating counters once per burst, and when the queue keeps
+//! handing over full bursts it fetches again at once, up to `MAX_REPEATS`
+//! times, before it yields (checks for a stop, reads the NIC's or kernel's
+//! statistics). An idle queue is spun on (`Idle::Spin`) or spun on briefly
+//! and then waited for (`Idle::Poll`, in `poll()` on AF_PACKET).
+//!
+//! A link that goes down is handled the same way in both modes: the worker
+//! says so (an event), waits for the link to come back, says that too, and
+//! goes on; the queue keeps its place.
 //!
 //! A full transmit ring pushes back into the kernel: the worker stops in the
 //! middle of the block, leaves it (and the blocks after it) with the kernel
@@ -18,73 +24,109 @@
 //! refuses until it takes one again, so a stalled broker never holds the
 //! kernel ring.
 //!
-//! Stopping keeps the books exact: the worker first makes the kernel refuse
-//! new frames (a reject-all filter, so they are not counted either), waits for
-//! the block being filled to be retired, takes everything the ring still
-//! holds, and reads the kernel's counters one last time.
+//! Stopping keeps the books exact: the worker first closes the queue's
+//! intake (on AF_PACKET a reject-all filter, so refused frames are not
+//! counted either), waits for what was accepted to become visible (the block
+//! being filled to be retired), takes everything the queue still holds, and
+//! reads the counters one last time.
 
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::afpacket::{CaptureError, PacketQueue};
 use crate::counters::{bump, RxCounters};
+use crate::events::{EventKind, EventLog};
 use crate::flow::flow_hash;
 use crate::ring::RingWriter;
+use crate::source::{CaptureError, RxQueue};
 
 /// Bursts taken back to back before the worker yields.
 const MAX_REPEATS: u32 = 8;
-/// Empty looks at the ring before a `Poll` worker waits in `poll()`. Few:
-/// the kernel hands over whole blocks (full, or retired after a timeout)
-/// and wakes `poll()` when it does, so spinning longer only burns CPU
-/// between blocks.
+/// Empty looks at the queue before a `Poll` worker waits. Few: AF_PACKET
+/// hands over whole blocks (full, or retired after a timeout) and wakes
+/// `poll()` when it does, so spinning longer only burns CPU between blocks.
 const SPINS_BEFORE_WAIT: u32 = 64;
-/// Longest wait in `poll()`; bounds how late a stop is noticed.
-const WAIT_MS: i32 = 20;
-/// How often the kernel's drop counters are read while running.
+/// Longest wait of an idle `Poll` worker; bounds how late a stop is noticed.
+const WAIT: Duration = Duration::from_millis(20);
+/// Empty looks of a `Spin` worker between two looks at the link.
+const SPINS_PER_LINK_CHECK: u32 = 1 << 20;
+/// How often a worker whose link is down looks whether it is back.
+const LINK_DOWN_PAUSE: Duration = Duration::from_millis(200);
+/// How often the NIC's or kernel's drop counters are read while running.
 const STATS_PERIOD: Duration = Duration::from_millis(250);
 /// Longest the transmit ring may refuse frames, its transmit worker not
 /// stuck on Kafka, before they are dropped at [rx] all the same (a worker
 /// starved of CPU that long is as good as stuck).
 const RING_FULL_WAIT: Duration = Duration::from_secs(1);
 /// Longest wait of a `Poll` worker for room in its transmit ring (the
-/// transmit worker wakes it at half a ring free; the kernel's ring holds the
+/// transmit worker wakes it at half a ring free; the receive queue holds the
 /// frames meanwhile).
 const RING_FULL_PAUSE: Duration = Duration::from_millis(1);
 
+/// What an idle receive worker does (`--idle`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Idle {
+    /// Keeps looking at the queue: lowest latency, one core busy.
     Spin,
+    /// Looks a few times, then sleeps until the queue has frames.
     Poll,
+}
+
+impl FromStr for Idle {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Idle, String> {
+        match text {
+            "spin" => Ok(Idle::Spin),
+            "poll" => Ok(Idle::Poll),
+            other => Err(format!("unknown idle mode {other:?} (spin or poll)")),
+        }
+    }
 }
 
 pub struct RxConfig {
     pub burst: usize,
     pub idle: Idle,
+    /// Cut frames to this many bytes (0: whole frames).
     pub snaplen: u32,
     /// Flow hashes are needed to pick a lane or a partition by flow.
     pub hash_flows: bool,
-    /// Stop once this many frames were taken in over all queues (0 = never).
-    pub count: u64,
     /// Core to pin this worker to.
     pub cpu: Option<usize>,
 }
 
-/// Shared by every receive worker of one run.
+/// Shared by every receive worker of one run: the stop, and `--count`.
 #[derive(Default)]
 pub struct RxShared {
     pub stop: AtomicBool,
+    /// Stop once this many frames were taken in over all queues (0 = never).
+    pub count: u64,
     /// Frames taken in by all queues together, for `--count`.
     pub taken_total: AtomicU64,
 }
 
+impl RxShared {
+    pub fn new(count: u64) -> RxShared {
+        RxShared {
+            count,
+            ..RxShared::default()
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
 /// The worker's loop; returns when told to stop or when `--count` is reached.
-pub fn run(
-    mut queue: PacketQueue,
+pub fn run<Q: RxQueue>(
+    mut queue: Q,
     mut ring: RingWriter,
     config: RxConfig,
     shared: Arc<RxShared>,
     counters: Arc<RxCounters>,
+    events: Arc<EventLog>,
 ) -> Result<(), CaptureError> {
     if let Some(cpu) = config.cpu {
         pin_to_cpu(cpu);
@@ -92,11 +134,11 @@ pub fn run(
     let mut idle_spins = 0u32;
     let mut last_stats = Instant::now();
     let mut state = TakeState::default();
-    while !shared.stop.load(Ordering::Relaxed) {
+    while !shared.stopping() {
         let mut bursts = 0;
         let mut blocked = false;
         while bursts < MAX_REPEATS {
-            let taken = take_block(&mut queue, &mut ring, &config, &counters, &mut state);
+            let taken = take_frames(&mut queue, &mut ring, &config, &counters, &mut state);
             blocked = state.blocked;
             if taken == 0 {
                 break;
@@ -106,14 +148,14 @@ pub fn run(
                 .taken_total
                 .fetch_add(taken as u64, Ordering::Relaxed)
                 + taken as u64;
-            if config.count > 0 && total >= config.count {
+            if shared.count > 0 && total >= shared.count {
                 shared.stop.store(true, Ordering::Relaxed);
                 break;
             }
         }
-        // The clock is read once per block taken or per wait, not per spin.
+        // The clock is read once per burst taken or per wait, not per spin.
         if (bursts > 0 || blocked || idle_spins % 64 == 0) && last_stats.elapsed() >= STATS_PERIOD {
-            read_kernel_stats(&queue, &counters)?;
+            read_nic_stats(&mut queue, &counters)?;
             last_stats = Instant::now();
         }
         if bursts > 0 {
@@ -121,37 +163,37 @@ pub fn run(
             continue;
         }
         if blocked {
-            // Frames wait in the kernel ring for room in the transmit ring.
+            // Frames wait in the receive queue for room in the transmit ring.
             match config.idle {
                 Idle::Spin => std::hint::spin_loop(),
                 Idle::Poll => ring.wait_for_room(state.blocked_hash, RING_FULL_PAUSE),
             }
             continue;
         }
-        match config.idle {
-            Idle::Spin => {
-                idle_spins = idle_spins.wrapping_add(1);
-                // A spinning worker still looks for a downed link now and then.
-                if idle_spins % (1 << 20) == 0 {
-                    queue.wait(0)?;
+        idle_spins = idle_spins.wrapping_add(1);
+        let look = match config.idle {
+            // A spinning worker still looks at the link now and then.
+            Idle::Spin if idle_spins % SPINS_PER_LINK_CHECK == 0 => Some(Duration::ZERO),
+            Idle::Poll if idle_spins >= SPINS_BEFORE_WAIT => Some(WAIT),
+            _ => None,
+        };
+        match look {
+            None => std::hint::spin_loop(),
+            Some(timeout) => match queue.wait(timeout) {
+                Ok(_) => {}
+                Err(CaptureError::InterfaceDown(_)) => {
+                    wait_for_link(&queue, &shared, &events);
+                    idle_spins = 0;
                 }
-                std::hint::spin_loop();
-            }
-            Idle::Poll => {
-                idle_spins += 1;
-                if idle_spins < SPINS_BEFORE_WAIT {
-                    std::hint::spin_loop();
-                } else {
-                    wait_for_frames(&queue)?;
-                }
-            }
+                Err(other) => return Err(other),
+            },
         }
     }
-    // Close the books: no new frames, then everything the ring holds.
-    queue.reject_all()?;
-    std::thread::sleep(queue.retire_timeout() * 2);
+    // Close the books: no new frames, then everything the queue holds.
+    let settle = queue.close_intake()?;
+    std::thread::sleep(settle);
     loop {
-        let taken = take_block(&mut queue, &mut ring, &config, &counters, &mut state);
+        let taken = take_frames(&mut queue, &mut ring, &config, &counters, &mut state);
         if taken == 0 && !state.blocked {
             break;
         }
@@ -160,15 +202,26 @@ pub fn run(
             ring.wait_for_room(state.blocked_hash, RING_FULL_PAUSE);
         }
     }
-    read_kernel_stats(&queue, &counters)
+    read_nic_stats(&mut queue, &counters)
 }
 
-/// Where the worker is in the block it could not finish.
+/// The link went down: says so, waits until it is back (or the run stops),
+/// says that too. The queue keeps its place; frames resume on it.
+fn wait_for_link<Q: RxQueue>(queue: &Q, shared: &RxShared, events: &EventLog) {
+    events.record(EventKind::InterfaceDown, queue.name());
+    while !shared.stopping() {
+        std::thread::sleep(LINK_DOWN_PAUSE);
+        if queue.link_up() {
+            events.record(EventKind::InterfaceUp, queue.name());
+            return;
+        }
+    }
+}
+
+/// Where the worker is when the transmit ring pushed back.
 #[derive(Default)]
 struct TakeState {
-    /// Frames of the current block already taken.
-    resume: usize,
-    /// The last `take_block` stopped at a frame the ring had no room for.
+    /// The last `take_frames` stopped at a frame the ring had no room for.
     blocked: bool,
     /// That frame's flow hash (which lane it waits for).
     blocked_hash: u32,
@@ -176,25 +229,21 @@ struct TakeState {
     full_since: Option<Instant>,
 }
 
-/// Takes the frames of the next ready block, if any, from where the last
-/// call stopped; returns how many it took. When the ring has no room (and
-/// has had none for less than `RING_FULL_WAIT`) it stops there, keeps the
-/// block from the kernel and sets `state.blocked`.
-fn take_block(
-    queue: &mut PacketQueue,
+/// Takes the frames the queue has ready, from where the last call stopped;
+/// returns how many it took. When the ring has no room (and has had none for
+/// less than `RING_FULL_WAIT`) it stops there, leaving the frame in the
+/// receive queue, and sets `state.blocked`.
+fn take_frames<Q: RxQueue>(
+    queue: &mut Q,
     ring: &mut RingWriter,
     config: &RxConfig,
     counters: &RxCounters,
     state: &mut TakeState,
 ) -> usize {
     state.blocked = false;
-    let Some(block) = queue.next_block() else {
-        return 0;
-    };
     let burst = config.burst.max(1);
     let (mut taken, mut bytes, mut enqueued, mut full, mut in_burst) = (0u64, 0u64, 0u64, 0u64, 0);
-    let mut consumed = 0usize;
-    for frame in block.frames().skip(state.resume) {
+    let consumed = queue.take(|frame| {
         let hash = if config.hash_flows {
             flow_hash(frame.data)
         } else {
@@ -214,11 +263,10 @@ fn take_block(
             if !ring.stalled(hash) && since.elapsed() < RING_FULL_WAIT {
                 state.blocked = true;
                 state.blocked_hash = hash;
-                break;
+                return false;
             }
             full += 1;
         }
-        consumed += 1;
         taken += 1;
         bytes += frame.data.len() as u64;
         in_burst += 1;
@@ -226,16 +274,8 @@ fn take_block(
             publish(counters, &mut taken, &mut bytes, &mut enqueued, &mut full);
             in_burst = 0;
         }
-    }
-    if state.blocked {
-        // Not handed back: the next call gets this block again and skips
-        // what was taken.
-        state.resume += consumed;
-        std::mem::forget(block);
-    } else {
-        state.resume = 0;
-        drop(block); // hands the block back to the kernel
-    }
+        true
+    });
     ring.wake_idle();
     publish(counters, &mut taken, &mut bytes, &mut enqueued, &mut full);
     consumed
@@ -248,25 +288,7 @@ fn publish(counters: &RxCounters, taken: &mut u64, bytes: &mut u64, enq: &mut u6
     bump(&counters.ring_full, std::mem::take(full));
 }
 
-/// Waits in `poll()`; an interface that went down is reported and waited for
-/// (the kernel resumes delivery to the same socket when it comes back).
-fn wait_for_frames(queue: &PacketQueue) -> Result<(), CaptureError> {
-    match queue.wait(WAIT_MS) {
-        Ok(_) => Ok(()),
-        Err(CaptureError::InterfaceDown(_)) => {
-            eprintln!(
-                "fastcapa: interface {} is down; waiting for it to come back",
-                queue.interface()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-            Ok(())
-        }
-        Err(other) => Err(other),
-    }
-}
-
-fn read_kernel_stats(queue: &PacketQueue, counters: &RxCounters) -> Result<(), CaptureError> {
-    // The kernel resets its counters on every read; we accumulate.
+fn read_nic_stats<Q: RxQueue>(queue: &mut Q, counters: &RxCounters) -> Result<(), CaptureError> {
     let (packets, drops) = queue.take_stats()?;
     bump(&counters.nic_packets, packets);
     bump(&counters.nic_drops, drops);

@@ -3,16 +3,24 @@
 //! below this folder knows about Python.
 
 pub mod errors;
-pub mod workers;
+mod live;
+mod readout;
+mod replay;
+mod ring;
+mod thread;
+mod transmit;
 
 use pyo3::prelude::*;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
-    m.add_class::<workers::TxRing>()?;
-    m.add_class::<workers::FileSource>()?;
-    m.add_class::<workers::LiveSource>()?;
-    m.add_class::<workers::TxWorker>()?;
+    m.add_class::<ring::TxRing>()?;
+    m.add_class::<replay::FileSource>()?;
+    m.add_class::<live::Filter>()?;
+    m.add_class::<live::AfPacketQueue>()?;
+    m.add_class::<live::RxGroup>()?;
+    m.add_class::<live::RxWorker>()?;
+    m.add_class::<transmit::TxWorker>()?;
     m.add_function(wrap_pyfunction!(drop_privileges, m)?)?;
     m.add("LIBRDKAFKA_VERSION", rdkafka::util::get_rdkafka_version().1)?;
     m.add("RX_COUNTERS", crate::counters::RxCounters::NAMES.to_vec())?;

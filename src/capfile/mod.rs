@@ -135,5 +135,4 @@ fn describe(error: pcap::Error) -> String {
 }
 
 #[cfg(test)]
-#[path = "capfile_tests.rs"]
 mod tests;
