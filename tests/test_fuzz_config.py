@@ -36,8 +36,8 @@ from fastcapa.config import (
     parse_override,
     read_ini,
 )
-from fastcapa.dump import parse_time
 from fastcapa.errors import ConfigError
+from fastcapa.options import capture_time as parse_time
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -337,8 +337,10 @@ def test_librdkafka_judges_every_property(key, value):
     except ConfigError as e:
         assert one_line(str(e))
         return
-    ring = _fastcapa.TxRing(2, 1, 64)
+    ring = _fastcapa.TxRing(2, lanes=1, slot_bytes=64)
     try:
-        _fastcapa.TxWorker("fuzz", [(ring, 0)], "fuzz", list(merged.items()))
+        _fastcapa.TxWorker(
+            "fuzz", [(ring, 0)], "fuzz", list(merged.items()), burst=1, queue_full_wait=0.1
+        )
     except ConfigError as e:
         assert one_line(str(e)) and key in str(e), str(e)

@@ -2,9 +2,16 @@
 a named native thread (fcapa-file, fcapa-rx-N, fcapa-tx-N) that never takes
 the GIL; these objects start, steer, join and read it."""
 
+from typing import Literal
+
 LIBRDKAFKA_VERSION: str
 RX_COUNTERS: list[str]
 TX_COUNTERS: list[str]
+
+Fanout = Literal["hash", "qm", "cpu", "lb"]
+Idle = Literal["spin", "poll"]
+# (kind, reason, count so far) per event, and how many were lost to a full log.
+EventBatch = tuple[list[tuple[str, str, int]], int]
 
 class FastcapaError(Exception): ...
 class ConfigError(FastcapaError): ...
@@ -15,7 +22,7 @@ class TxRing:
     """`size` preallocated slots (a power of two) per lane; one lane per
     transmit worker serving the ring."""
 
-    def __init__(self, size: int, lanes: int = 1, slot_bytes: int = 2048) -> None: ...
+    def __init__(self, size: int, *, lanes: int, slot_bytes: int) -> None: ...
     def fill(self) -> int: ...
     @property
     def capacity(self) -> int: ...
@@ -25,44 +32,74 @@ class TxRing:
 class FileSource:
     """The receive worker of a replay: record -> ring `flow_hash % len(rings)`."""
 
-    def __init__(
-        self, path: str, rings: list[TxRing], snaplen: int = 0, count: int = 0
-    ) -> None: ...
+    def __init__(self, path: str, rings: list[TxRing], *, snaplen: int, count: int) -> None: ...
     @property
     def linktype(self) -> int: ...
+    @property
+    def name(self) -> str: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def join(self, timeout: float | None = None) -> bool: ...
     def error(self) -> str | None: ...
     def counters(self) -> list[dict[str, int]]: ...
+    def events(self) -> EventBatch: ...
 
-class LiveSource:
-    """One AF_PACKET queue and receive worker per ring, in one fanout group."""
+class Filter:
+    """A capture filter compiled by libpcap from tcpdump syntax."""
+
+    @staticmethod
+    def compile_live(expr: str, snaplen: int, interface: str) -> Filter: ...
+    def __len__(self) -> int: ...
+
+class AfPacketQueue:
+    """One AF_PACKET socket with its TPACKET_V3 ring, capturing once made."""
 
     def __init__(
         self,
         interface: str,
-        rings: list[TxRing],
         *,
-        frames: int = 4096,
-        snaplen: int = 0,
-        fanout: str = "hash",
-        fanout_group: int | None = None,
-        filter: str | None = None,
-        promiscuous: bool = True,
-        burst: int = 32,
-        idle: str = "poll",
-        count: int = 0,
-        cpus: list[int] = ...,
-        hash_flows: bool = False,
+        frames: int,
+        snaplen: int,
+        fanout: tuple[int, Fanout] | None,
+        filter: Filter | None,
+        promiscuous: bool,
     ) -> None: ...
     @property
+    def interface(self) -> str: ...
+    @property
     def linktype(self) -> int: ...
+    def close(self) -> None: ...
+
+class RxGroup:
+    """The stop and `--count` every receive worker of one run shares."""
+
+    def __init__(self, *, count: int) -> None: ...
+    def stop(self) -> None: ...
+
+class RxWorker:
+    """A receive worker: one native thread draining one queue into one ring."""
+
+    def __init__(
+        self,
+        name: str,
+        queue: AfPacketQueue,
+        ring: TxRing,
+        group: RxGroup,
+        *,
+        burst: int,
+        idle: Idle,
+        snaplen: int,
+        hash_flows: bool,
+        cpu: int | None,
+    ) -> None: ...
+    @property
+    def name(self) -> str: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def join(self, timeout: float | None = None) -> bool: ...
     def error(self) -> str | None: ...
-    def counters(self) -> list[dict[str, int]]: ...
+    def counters(self) -> dict[str, int]: ...
+    def events(self) -> EventBatch: ...
 
 class TxWorker:
     """A transmit worker with its own Kafka producer, serving (ring, lane) pairs."""
@@ -73,8 +110,9 @@ class TxWorker:
         lanes: list[tuple[TxRing, int]],
         topic: str,
         settings: list[tuple[str, str]],
-        burst: int = 256,
-        queue_full_wait: float | None = 0.1,
+        *,
+        burst: int,
+        queue_full_wait: float | None,
         stats_fd: int | None = None,
     ) -> None: ...
     def check_connection(self, timeout: float) -> None: ...
@@ -86,6 +124,6 @@ class TxWorker:
     @property
     def name(self) -> str: ...
     def counters(self) -> dict[str, int]: ...
-    def events(self) -> tuple[list[tuple[str, str, int]], int]: ...
+    def events(self) -> EventBatch: ...
 
 def drop_privileges(user: tuple[int, int] | None = None) -> None: ...

@@ -9,89 +9,30 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 
-from fastcapa import __version__
+from fastcapa import __version__, options
 from fastcapa.config import PRODUCER_DEFAULTS, CaptureSettings, kafka_settings, parse_cpus
-from fastcapa.errors import FastcapaError
+from fastcapa.errors import ConfigError, FastcapaError
+from fastcapa.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit 2), not a usage dump."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        # argparse quotes the operator's words: keep line breaks and control
-        # characters in them from breaking (or forging) the line.
-        message = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+_DEFAULTS = {f.name: f.default for f in fields(CaptureSettings)}
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, but only those worth showing."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in (
-            action.help or ""
-        ):
-            return action.help or ""
-        return super()._get_help_string(action)
-
-
-def kafka_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """The Kafka options `capture` and `dump` share: -t, -c, -X, -k."""
-    group = parser.add_argument_group("Kafka")
-    group.add_argument("-t", "--topic", default="pcap", help="Kafka topic (default: %(default)s)")
-    group.add_argument(
-        "-c",
-        "--config",
-        metavar="FILE",
-        help="librdkafka settings in fastcapa's INI format: [kafka-global] and [kafka-topic] "
-        "sections of key = value",
-    )
-    group.add_argument(
-        "-X",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        help="one librdkafka setting, global or topic (repeatable; wins over -c)",
-    )
-    group.add_argument(
-        "-k",
-        "--kafka-broker",
-        metavar="HOSTS",
-        help="shortcut for bootstrap.servers, wins over -c and -X (default: localhost:9092)",
-    )
-    return group
-
-
-def _integer(text: str) -> int:
-    try:
-        return int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}")
-    return value
+def _default(name: str) -> object:
+    """An option's default: the settings class's, so it is spelled once."""
+    return _DEFAULTS[name]
 
 
 def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = options.Parser(
         prog=prog,
         description="Capture every frame from a network interface (or replay a capture file) "
         "into Kafka, one message per frame: key = capture time in microseconds "
         "(8 bytes, big-endian), value = the frame.",
         epilog="Subcommands: 'fastcapa capture' (the default) and 'fastcapa dump' "
         "(Kafka back to a pcap file; see fastcapa dump --help).",
-        formatter_class=_HelpFormatter,
+        formatter_class=options.HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"fastcapa {__version__}")
     source = parser.add_argument_group("source (exactly one of -i and -r)")
@@ -99,8 +40,8 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
     source.add_argument("-r", "--read", metavar="FILE", help="replay a pcap or pcapng file")
     source.add_argument(
         "--snaplen",
-        type=_integer,
-        default=0,
+        type=options.integer,
+        default=_default("snaplen"),
         metavar="N",
         help="cut each frame to N bytes (0: whole frame)",
     )
@@ -109,8 +50,8 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
     )
     source.add_argument(
         "--count",
-        type=_integer,
-        default=0,
+        type=options.integer,
+        default=_default("count"),
         metavar="N",
         help="stop after N frames (0: run until stopped)",
     )
@@ -120,58 +61,60 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
         help="run as USER once the capture sockets are open (start as root);"
         " every capability is given up at that point in any case",
     )
-    source.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after that time")
+    source.add_argument(
+        "--duration", type=options.seconds, metavar="SECONDS", help="stop after that time"
+    )
     pipeline = parser.add_argument_group("pipeline")
     pipeline.add_argument(
         "-q",
         "--rx-queues",
-        type=_integer,
-        default=1,
+        type=options.integer,
+        default=_default("rx_queues"),
         metavar="N",
         help="receive queues = receive workers = transmit rings",
     )
     pipeline.add_argument(
         "-b",
         "--rx-burst",
-        type=_integer,
-        default=32,
+        type=options.integer,
+        default=_default("rx_burst"),
         metavar="N",
         help="most packets a receive worker fetches at once",
     )
     pipeline.add_argument(
         "-d",
         "--rx-desc",
-        type=_integer,
-        default=4096,
+        type=options.integer,
+        default=_default("rx_desc"),
         metavar="N",
         help="receive queue size, in frames",
     )
     pipeline.add_argument(
         "-x",
         "--tx-ring",
-        type=_integer,
-        default=2048,
+        type=options.integer,
+        default=_default("tx_ring"),
         metavar="N",
         help="transmit ring size in packets, a power of two",
     )
     pipeline.add_argument(
         "-w",
         "--tx-burst",
-        type=_integer,
-        default=256,
+        type=options.integer,
+        default=_default("tx_burst"),
         metavar="N",
         help="most packets a transmit worker dequeues at once",
     )
     pipeline.add_argument(
         "--tx-workers",
-        type=_integer,
+        type=options.integer,
         metavar="N",
         help="transmit workers, spread over the rings (default: one per ring)",
     )
     pipeline.add_argument(
         "--fanout",
         choices=("hash", "qm", "cpu", "lb"),
-        default="hash",
+        default=_default("fanout"),
         help="how frames are spread over receive queues",
     )
     pipeline.add_argument(
@@ -183,35 +126,35 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
     pipeline.add_argument(
         "--idle",
         choices=("spin", "poll"),
-        default="poll",
+        default=_default("idle"),
         help="an idle receive worker spins, or spins briefly then waits in poll()",
     )
-    kafka = kafka_options(parser)
+    kafka = options.kafka_options(parser)
     kafka.add_argument(
         "--partition-by",
         choices=("key", "flow"),
-        default="key",
+        default=_default("partition_by"),
         help="librdkafka's partitioner on the key, or one partition per flow",
     )
     kafka.add_argument(
         "--connect-timeout",
-        type=_seconds,
-        default=10.0,
+        type=options.seconds,
+        default=_default("connect_timeout"),
         metavar="SECONDS",
         help="how long to wait for Kafka at start",
     )
     kafka.add_argument(
         "--drain-timeout",
-        type=_seconds,
-        default=30.0,
+        type=options.seconds,
+        default=_default("drain_timeout"),
         metavar="SECONDS",
         help="how long a stop may spend delivering what is queued",
     )
     output = parser.add_argument_group("output")
     output.add_argument(
         "--stats-interval",
-        type=_seconds,
-        default=5.0,
+        type=options.seconds,
+        default=_default("stats_interval"),
         metavar="SECONDS",
         help="period of the statistics table on stderr",
     )
@@ -220,7 +163,7 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
     )
     output.add_argument(
         "--metrics-port",
-        type=_integer,
+        type=options.integer,
         metavar="PORT",
         help="serve Prometheus metrics on that port",
     )
@@ -272,50 +215,127 @@ def run_capture(argv: list[str]) -> int:
     args = capture_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
-        pipeline = Pipeline(settings)
-        pipeline.connect()
-        pipeline.serve_metrics()
     except FastcapaError as e:
         return fail(EXIT_USAGE, e)
-    source = settings.read or settings.interface
-    print(
-        f"fastcapa: {'replaying' if settings.read else 'capturing on'} {source} "
-        f"with {settings.rx_queues} queue(s) and {settings.workers} transmit worker(s) "
-        f"into topic {settings.topic} at {settings.kafka['bootstrap.servers']}",
-        file=sys.stderr,
-        flush=True,
-    )
-    if settings.read and pipeline.linktype != 1:
+    with Pipeline(settings) as pipeline:
+        try:
+            pipeline.prepare()
+            pipeline.serve_metrics()
+        except FastcapaError as e:
+            return fail(EXIT_USAGE, e)
+        source = settings.read or settings.interface
         print(
-            f"fastcapa: note: {settings.read} has link type {pipeline.linktype}, not Ethernet; "
-            f"frames are carried as they are (dump them with --linktype {pipeline.linktype})",
+            f"fastcapa: {'replaying' if settings.read else 'capturing on'} {source} "
+            f"with {settings.rx_queues} queue(s) and {settings.workers} transmit worker(s) "
+            f"into topic {settings.topic} at {settings.kafka['bootstrap.servers']}",
             file=sys.stderr,
+            flush=True,
         )
-    try:
-        outcome = pipeline.run()
-    except FastcapaError as e:
-        return fail(EXIT_FAILED, e)
+        if settings.read and pipeline.linktype != 1:
+            print(
+                f"fastcapa: note: {settings.read} has link type {pipeline.linktype}, not "
+                f"Ethernet; frames are carried as they are (dump them with --linktype "
+                f"{pipeline.linktype})",
+                file=sys.stderr,
+            )
+        try:
+            outcome = pipeline.run()
+        except (FastcapaError, OSError) as e:
+            # A failure while running (a full disk under --stats-json, say):
+            # leaving the `with` stops and joins every worker.
+            return fail(EXIT_FAILED, e)
     status = EXIT_OK
     if outcome.error:
-        print(f"fastcapa: error: {outcome.error}", file=sys.stderr)
-        status = EXIT_FAILED
+        status = fail(EXIT_FAILED, outcome.error)
     for problem in outcome.final.accounting_errors():
-        print(f"fastcapa: error: accounting does not add up: {problem}", file=sys.stderr)
-        status = EXIT_FAILED
+        status = fail(EXIT_FAILED, f"accounting does not add up: {problem}")
     return status
 
 
-def fail(status: int, error: BaseException) -> int:
-    print(f"fastcapa: error: {error}", file=sys.stderr)
-    return status
+def dump_parser() -> argparse.ArgumentParser:
+    parser = options.Parser(
+        prog="fastcapa dump",
+        description="Write what a Kafka topic holds (fastcapa's messages) as a pcap file.",
+        formatter_class=options.HelpFormatter,
+    )
+    options.kafka_options(parser)
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "-o",
+        "--output",
+        default="-",
+        metavar="FILE",
+        help="pcap file to write, - for standard output",
+    )
+    output.add_argument(
+        "--from",
+        dest="start",
+        type=options.capture_time,
+        metavar="TIME",
+        help="first capture time (ISO 8601 or epoch µs), matched on the key",
+    )
+    output.add_argument(
+        "--to",
+        dest="end",
+        type=options.capture_time,
+        metavar="TIME",
+        help="last capture time (inclusive)",
+    )
+    output.add_argument(
+        "--count", type=options.count, default=0, metavar="N", help="stop after N frames (0: all)"
+    )
+    output.add_argument(
+        "--linktype",
+        type=options.integer,
+        default=1,
+        metavar="N",
+        help="link-layer header type of the file (1: Ethernet)",
+    )
+    output.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep reading new records; without it, stop at the end offsets seen at start",
+    )
+    output.add_argument(
+        "--timeout",
+        type=options.positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for Kafka's answers",
+    )
+    return parser
+
+
+def run_dump(argv: list[str]) -> int:
+    from fastcapa import dump
+
+    args = dump_parser().parse_args(argv)
+    if not 0 <= args.linktype <= 0xFFFF:
+        return fail(
+            EXIT_USAGE,
+            ConfigError(f"--linktype must be a link-layer type number, got {args.linktype}"),
+        )
+    try:
+        settings = kafka_settings(args.config, args.overrides, args.kafka_broker)
+    except FastcapaError as e:
+        return fail(EXIT_USAGE, e)
+    query = dump.Query(
+        topic=args.topic,
+        output=args.output,
+        start=args.start,
+        end=args.end,
+        count=args.count,
+        linktype=args.linktype,
+        follow=args.follow,
+        timeout=args.timeout,
+    )
+    return dump.run(settings, query)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["dump"]:
-            from fastcapa.dump import run_dump
-
             return run_dump(argv[1:])
         if argv[:1] == ["capture"]:
             argv = argv[1:]

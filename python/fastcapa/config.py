@@ -14,6 +14,7 @@ import configparser
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 from fastcapa.errors import ConfigError
 
@@ -217,17 +218,17 @@ class CaptureSettings:
     kafka_stats: str | None = None
     snaplen: int = 0
     filter: str | None = None
-    fanout: str = "hash"
+    fanout: Literal["hash", "qm", "cpu", "lb"] = "hash"
     cpus: list[int] = field(default_factory=list)
     count: int = 0
     duration: float | None = None
     stats_interval: float = 5.0
     stats_json: str | None = None
     metrics_port: int | None = None
-    idle: str = "poll"
+    idle: Literal["spin", "poll"] = "poll"
     connect_timeout: float = 10.0
     drain_timeout: float = 30.0
-    partition_by: str = "key"
+    partition_by: Literal["key", "flow"] = "key"
     user: str | None = None
 
     @property

@@ -10,27 +10,17 @@ capture time) and then filter on the key itself.
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import logging
 import struct
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import IO
 
-from fastcapa.cli import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    _HelpFormatter,
-    _Parser,
-    fail,
-    kafka_options,
-)
-from fastcapa.config import kafka_settings
 from fastcapa.errors import ConfigError, FastcapaError, KafkaError
+from fastcapa.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 
 # Frames held back to put the records of several partitions in time order.
 REORDER_WINDOW = 10_000
@@ -66,93 +56,34 @@ def split_timestamp(ts_us: int) -> tuple[int, int]:
     return divmod(signed, 1_000_000)
 
 
-def parse_time(text: str) -> int:
-    """ISO 8601 (UTC unless it says otherwise) or epoch microseconds -> epoch µs."""
-    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
-    if text.isascii() and text.isdigit():
-        if len(text) > 20 or int(text) >= 1 << 64:
-            raise argparse.ArgumentTypeError(f"{text!r} is past any 64-bit key")
-        return int(text)
+@dataclass(frozen=True)
+class Query:
+    """What `fastcapa dump` is asked for (parsed by the command line)."""
+
+    topic: str
+    output: str  # a path, or "-" for standard output
+    start: int | None  # first key (µs), inclusive
+    end: int | None  # last key (µs), inclusive
+    count: int  # 0: no limit
+    linktype: int
+    follow: bool
+    timeout: float
+
+
+def run(settings: dict[str, str], query: Query) -> int:
+    """Writes the frames the query asks for; returns the exit status."""
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected ISO 8601 or epoch microseconds, got {text!r}"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def dump_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="fastcapa dump",
-        description="Write what a Kafka topic holds (fastcapa's messages) as a pcap file.",
-        formatter_class=_HelpFormatter,
-    )
-    kafka_options(parser)
-    output = parser.add_argument_group("output")
-    output.add_argument(
-        "-o",
-        "--output",
-        default="-",
-        metavar="FILE",
-        help="pcap file to write, - for standard output",
-    )
-    output.add_argument(
-        "--from",
-        dest="start",
-        type=parse_time,
-        metavar="TIME",
-        help="first capture time (ISO 8601 or epoch µs), matched on the key",
-    )
-    output.add_argument(
-        "--to", dest="end", type=parse_time, metavar="TIME", help="last capture time (inclusive)"
-    )
-    output.add_argument(
-        "--count", type=int, default=0, metavar="N", help="stop after N frames (0: all)"
-    )
-    output.add_argument(
-        "--linktype",
-        type=int,
-        default=1,
-        metavar="N",
-        help="link-layer header type of the file (1: Ethernet)",
-    )
-    output.add_argument(
-        "--follow",
-        action="store_true",
-        help="keep reading new records; without it, stop at the end offsets seen at start",
-    )
-    output.add_argument(
-        "--timeout",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="how long to wait for Kafka's answers",
-    )
-    return parser
-
-
-def run_dump(argv: list[str]) -> int:
-    args = dump_parser().parse_args(argv)
-    try:
-        if args.count < 0:
-            raise ConfigError(f"--count must not be negative, got {args.count}")
-        if not 0 <= args.linktype <= 0xFFFF:
-            raise ConfigError(f"--linktype must be a link-layer type number, got {args.linktype}")
-        settings = kafka_settings(args.config, args.overrides, args.kafka_broker)
-        dumper = Dumper(settings, args.topic, args.timeout)
+        dumper = Dumper(settings, query.topic, query.timeout)
     except FastcapaError as e:
         return fail(EXIT_USAGE, e)
     try:
-        stream = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
+        stream = sys.stdout.buffer if query.output == "-" else open(query.output, "wb")  # noqa: SIM115
     except OSError as e:
-        return fail(EXIT_USAGE, ConfigError(f"cannot write {args.output}: {e.strerror}"))
+        dumper.close()
+        return fail(EXIT_USAGE, ConfigError(f"cannot write {query.output}: {e.strerror}"))
     try:
-        writer = PcapWriter(stream, args.linktype)
-        written = dumper.dump(writer, args.start, args.end, args.count, args.follow)
+        writer = PcapWriter(stream, query.linktype)
+        written = dumper.dump(writer, query.start, query.end, query.count, query.follow)
         stream.flush()
     except FastcapaError as e:
         return fail(EXIT_FAILED, e)
@@ -163,7 +94,7 @@ def run_dump(argv: list[str]) -> int:
         dumper.close()
         if stream is not sys.stdout.buffer:
             stream.close()
-    print(f"fastcapa dump: {written} frames from topic {args.topic}", file=sys.stderr)
+    print(f"fastcapa dump: {written} frames from topic {query.topic}", file=sys.stderr)
     if writer.out_of_range:
         print(
             f"fastcapa dump: note: {writer.out_of_range} capture times lie outside what a pcap "

@@ -1,16 +1,27 @@
-"""Builds the pipeline of DESIGN.md from native objects and runs it.
+"""Builds the pipeline from native objects and runs it, with one lifecycle.
 
     source ─> receive queue q ─> transmit ring q ─┬─> lane 0 ─> tx worker ─> producer ─> Kafka
                                                    └─> lane 1 ─> tx worker ─> producer ─┘
 
-Rings are one per receive queue. Transmit worker i serves ring i mod N when
-there are at least as many workers as rings (a ring served by k workers has k
-lanes, chosen by flow hash); with fewer workers, worker i serves every ring j
-with j mod M == i.
+The steps, in this order, each a method:
 
-Stopping (SPEC §5): the source stops first; then every transmit worker drains
-its lanes and flushes its producer within the drain timeout. A second signal
-aborts: what is still queued is counted as dropped.
+1. plan: the topology as plain data (`Topology.plan`), nothing opened yet;
+2. `open`: the rings, the receive side (capture sockets or the file) and the
+   files that need privileges (`-s`, `--stats-json`);
+3. `drop_privileges`: every capability given up, `--user` taken on;
+4. `connect`: the transmit workers and their producers, Kafka reached;
+5. `run`: threads started, frames taken until the source ends or a stop,
+   then the rings drained and the producers flushed;
+6. `close`: always safe, always called by the context manager: whatever
+   was started is stopped (receive side first), aborted (transmit side: what
+   is still queued is counted as dropped) and joined, files closed.
+
+So an exception at any step (a worker that cannot start, a full disk under
+`--stats-json`) leaves no native thread behind.
+
+Stopping (docs/operating.md): the source stops first; then every transmit
+worker drains its lanes and flushes its producer within the drain timeout. A
+second signal aborts: what is still queued is counted as dropped.
 """
 
 from __future__ import annotations
@@ -21,7 +32,8 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import IO
+from types import TracebackType
+from typing import IO, Protocol
 
 from fastcapa import _fastcapa, events
 from fastcapa.config import CaptureSettings
@@ -30,10 +42,33 @@ from fastcapa.stats import Reporter, Snapshot
 
 # Main-loop tick: how often the control plane looks at its workers.
 TICK = 0.05
+# Largest transmit-ring slot: frames up to this are copied without growing it.
+SLOT_BYTES = 2048
+# How long `close` waits for an aborted worker before it gives up on it.
+ABORT_JOIN_SECONDS = 10.0
+
+
+class ReceiveWorker(Protocol):
+    """What the control plane needs of a receive-side worker, whatever its
+    backend: a replay's file reader or a live queue's worker."""
+
+    @property
+    def name(self) -> str: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def join(self, timeout: float | None = None) -> bool: ...
+    def error(self) -> str | None: ...
+    def events(self) -> tuple[list[tuple[str, str, int]], int]: ...
+    def counters(self) -> dict[str, int] | list[dict[str, int]]: ...
 
 
 def assign_lanes(rings: int, workers: int) -> list[list[tuple[int, int]]]:
-    """For each worker, the (ring, lane) pairs it serves."""
+    """For each transmit worker, the (ring, lane) pairs it serves.
+
+    With at least as many workers as rings, worker i serves ring i mod N (a
+    ring served by k workers has k lanes, chosen by flow hash); with fewer
+    workers, worker i serves every ring j with j mod M == i.
+    """
     served: list[list[tuple[int, int]]] = [[] for _ in range(workers)]
     if workers >= rings:
         lanes_used = [0] * rings
@@ -47,6 +82,44 @@ def assign_lanes(rings: int, workers: int) -> list[list[tuple[int, int]]]:
     return served
 
 
+@dataclass(frozen=True)
+class Topology:
+    """What to build, as plain data: decided before anything is opened."""
+
+    queues: int
+    served: list[list[tuple[int, int]]]  # per transmit worker: its (ring, lane) pairs
+    rx_cpus: list[int | None]  # per receive worker
+    tx_cpus: list[int | None]  # per transmit worker
+    slot_bytes: int
+    # A fanout group id is shared by the whole network namespace: derived
+    # from the pid, so two probes on one host do not collide.
+    fanout_group: int
+
+    @classmethod
+    def plan(cls, settings: CaptureSettings) -> Topology:
+        queues, workers = settings.rx_queues, settings.workers
+        cpus = settings.cpus
+        # --cpus: receive worker i takes the i-th core of the list, transmit
+        # worker j the one after the receive workers' (the list wraps around).
+        rx_cpus = [cpus[i % len(cpus)] if cpus else None for i in range(queues)]
+        tx_cpus = [cpus[(queues + j) % len(cpus)] if cpus else None for j in range(workers)]
+        return cls(
+            queues=queues,
+            served=assign_lanes(queues, workers),
+            rx_cpus=rx_cpus,
+            tx_cpus=tx_cpus,
+            slot_bytes=min(settings.snaplen or SLOT_BYTES, SLOT_BYTES),
+            fanout_group=os.getpid() & 0xFFFF,
+        )
+
+    def lanes_per_ring(self) -> list[int]:
+        lanes = [0] * self.queues
+        for pairs in self.served:
+            for ring, _ in pairs:
+                lanes[ring] += 1
+        return lanes
+
+
 @dataclass
 class Outcome:
     final: Snapshot
@@ -55,72 +128,125 @@ class Outcome:
 
 
 class Pipeline:
-    """One run of the probe: sources, rings and transmit workers."""
+    """One run of the probe: the receive side, rings and transmit workers."""
 
     def __init__(self, settings: CaptureSettings) -> None:
         self.settings = settings
-        # Opened first, so an unwritable --stats-json is a usage error before anything starts.
+        self.topology = Topology.plan(settings)
+        self.reporter: Reporter | None = None
+        self.kafka_stats: IO[bytes] | None = None
+        self.rings: list[_fastcapa.TxRing] = []
+        self.queues: list[_fastcapa.AfPacketQueue] = []
+        self.group: _fastcapa.RxGroup | None = None
+        self.receivers: list[ReceiveWorker] = []
+        self.workers: list[_fastcapa.TxWorker] = []
+        self.linktype = 1
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the steps ----------------------------------------------------------
+
+    def open(self) -> None:
+        """Opens what needs privileges: the receive side and the output files."""
+        settings, topology = self.settings, self.topology
+        # First, so an unwritable --stats-json is a usage error before anything starts.
         self.reporter = Reporter(sys.stderr, settings.stats_json)
-        queues, workers = settings.rx_queues, settings.workers
-        served = assign_lanes(queues, workers)
-        lanes_per_ring = [0] * queues
-        for pairs in served:
-            for ring, _ in pairs:
-                lanes_per_ring[ring] += 1
-        slot_bytes = min(settings.snaplen or 2048, 2048)
+        self.kafka_stats = _open_kafka_stats(settings.kafka_stats)
         self.rings = [
-            _fastcapa.TxRing(settings.tx_ring, lanes_per_ring[q], slot_bytes) for q in range(queues)
+            _fastcapa.TxRing(settings.tx_ring, lanes=lanes, slot_bytes=topology.slot_bytes)
+            for lanes in topology.lanes_per_ring()
         ]
-        self.source: _fastcapa.FileSource | _fastcapa.LiveSource
         if settings.read is not None:
-            self.source = _fastcapa.FileSource(
+            source = _fastcapa.FileSource(
                 settings.read, self.rings, snaplen=settings.snaplen, count=settings.count
             )
+            self.linktype = source.linktype
+            self.receivers = [source]
         else:
-            assert settings.interface is not None
-            self.source = _fastcapa.LiveSource(
-                settings.interface,
-                self.rings,
-                frames=settings.rx_desc,
-                snaplen=settings.snaplen,
-                fanout=settings.fanout,
-                filter=settings.filter,
+            self._open_live()
+
+    def _open_live(self) -> None:
+        settings, topology = self.settings, self.topology
+        assert settings.interface is not None
+        interface = settings.interface
+        program = (
+            _fastcapa.Filter.compile_live(settings.filter, settings.snaplen, interface)
+            if settings.filter is not None
+            else None
+        )
+        fanout = (topology.fanout_group, settings.fanout)
+        for _ in range(topology.queues):
+            self.queues.append(
+                _fastcapa.AfPacketQueue(
+                    interface,
+                    frames=settings.rx_desc,
+                    snaplen=settings.snaplen,
+                    fanout=fanout,
+                    filter=program,
+                    promiscuous=True,
+                )
+            )
+        self.group = _fastcapa.RxGroup(count=settings.count)
+        self.receivers = [
+            _fastcapa.RxWorker(
+                f"fcapa-rx-{q}",
+                queue,
+                self.rings[q],
+                self.group,
                 burst=settings.rx_burst,
                 idle=settings.idle,
-                count=settings.count,
-                cpus=settings.cpus,
+                snaplen=settings.snaplen,
                 hash_flows=settings.partition_by == "flow",
+                cpu=topology.rx_cpus[q],
             )
-        # Every file and socket that needs a privilege is open now; the rest
-        # (producers, workers, the metrics server) starts without any.
-        self.kafka_stats = _open_kafka_stats(settings.kafka_stats)
-        _fastcapa.drop_privileges(_user_ids(settings.user) if settings.user else None)
+            for q, queue in enumerate(self.queues)
+        ]
+
+    def drop_privileges(self) -> None:
+        """Gives up every capability (and becomes --user): call after `open`,
+        before any producer or worker thread exists (capabilities are per thread)."""
+        user = self.settings.user
+        _fastcapa.drop_privileges(_user_ids(user) if user else None)
+
+    def connect(self) -> None:
+        """Creates the transmit workers; KafkaError unless the cluster answers
+        within --connect-timeout."""
+        settings = self.settings
         kafka = list(settings.kafka.items())
         # A replay loses nothing by waiting for room in the producer queue;
         # a live capture must keep taking frames, so it waits only briefly.
         queue_full_wait = None if settings.read is not None else 0.1
-        self.workers = [
-            _fastcapa.TxWorker(
-                f"fcapa-tx-{i}",
-                [(self.rings[ring], lane) for ring, lane in pairs],
-                settings.topic,
-                kafka,
-                burst=settings.tx_burst,
-                queue_full_wait=queue_full_wait,
-                stats_fd=self.kafka_stats.fileno() if self.kafka_stats else None,
+        for i, pairs in enumerate(self.topology.served):
+            self.workers.append(
+                _fastcapa.TxWorker(
+                    f"fcapa-tx-{i}",
+                    [(self.rings[ring], lane) for ring, lane in pairs],
+                    settings.topic,
+                    kafka,
+                    burst=settings.tx_burst,
+                    queue_full_wait=queue_full_wait,
+                    stats_fd=self.kafka_stats.fileno() if self.kafka_stats else None,
+                )
             )
-            for i, pairs in enumerate(served)
-        ]
+        self.workers[0].check_connection(settings.connect_timeout)
+        if settings.partition_by == "flow":
+            for worker in self.workers:
+                worker.partition_by_flow(settings.topic, settings.connect_timeout)
 
-    def _transmit_cpu(self, worker: int) -> int | None:
-        """--cpus: receive worker i takes the i-th core of the list, transmit
-        worker j the one after the receive workers' (the list wraps around)."""
-        cpus = self.settings.cpus
-        return cpus[(self.settings.rx_queues + worker) % len(cpus)] if cpus else None
-
-    @property
-    def linktype(self) -> int:
-        return self.source.linktype
+    def prepare(self) -> None:
+        """`open`, `drop_privileges`, `connect`: everything before `run`."""
+        self.open()
+        self.drop_privileges()
+        self.connect()
 
     def serve_metrics(self) -> None:
         """Starts the Prometheus exporter when --metrics-port asks for it."""
@@ -129,37 +255,39 @@ class Pipeline:
 
             serve(self.settings.metrics_port, self.snapshot)
 
-    def connect(self) -> None:
-        """Fails with KafkaError unless the cluster answers within --connect-timeout."""
-        self.workers[0].check_connection(self.settings.connect_timeout)
-        if self.settings.partition_by == "flow":
-            for worker in self.workers:
-                worker.partition_by_flow(self.settings.topic, self.settings.connect_timeout)
-
     def snapshot(self) -> Snapshot:
+        queues: list[dict[str, int]] = []
+        for receiver in self.receivers:
+            counters = receiver.counters()
+            queues.extend(counters if isinstance(counters, list) else [counters])
         return Snapshot.collect(
-            list(self.source.counters()),
+            queues,
             [ring.fill() for ring in self.rings],
             [worker.counters() for worker in self.workers],
         )
 
+    def _report_events(self) -> None:
+        events.report([*self.receivers, *self.workers])
+
     def run(self) -> Outcome:
         settings, reporter = self.settings, self.reporter
+        assert reporter is not None, "open() first"
         signals = _SignalLatch()
         try:
             for i, worker in enumerate(self.workers):
-                worker.start(cpu=self._transmit_cpu(i))
-            self.source.start()
+                worker.start(cpu=self.topology.tx_cpus[i])
+            for receiver in self.receivers:
+                receiver.start()
             started = time.monotonic()
             next_report = started + settings.stats_interval
             # Phase 1: take frames until the source ends or we are told to stop.
-            while not self.source.join(TICK):
+            while not self._receivers_joined(TICK):
                 now = time.monotonic()
                 if signals.count or (
                     settings.duration is not None and now - started >= settings.duration
                 ):
-                    self.source.stop()
-                events.report(self.workers)
+                    self._stop_receivers()
+                self._report_events()
                 if now >= next_report:
                     reporter.report(self.snapshot())
                     next_report = now + settings.stats_interval
@@ -173,18 +301,45 @@ class Pipeline:
                         for w in self.workers:
                             w.abort()
                         aborted = True
-                    events.report(self.workers)
+                    self._report_events()
                     now = time.monotonic()
                     if now >= next_report:
                         reporter.report(self.snapshot())
                         next_report = now + settings.stats_interval
-            events.report(self.workers)
+            self._report_events()
             final = self.snapshot()
             reporter.report(final, final=True)
         finally:
             signals.restore()
-            reporter.close()
-        return Outcome(final, self.source.error(), interrupted=signals.count > 0)
+        errors = [e for e in (r.error() for r in self.receivers) if e]
+        return Outcome(final, "; ".join(errors) or None, interrupted=signals.count > 0)
+
+    def _receivers_joined(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(r.join(max(0.0, deadline - time.monotonic())) for r in self.receivers)
+
+    def _stop_receivers(self) -> None:
+        for receiver in self.receivers:
+            receiver.stop()
+
+    def close(self) -> None:
+        """Stops, aborts and joins whatever was started, closes what was
+        opened. Safe to call at any point, and more than once."""
+        try:
+            self._stop_receivers()
+            for receiver in self.receivers:
+                receiver.join(ABORT_JOIN_SECONDS)
+            for worker in self.workers:
+                worker.abort()
+            for worker in self.workers:
+                worker.join(ABORT_JOIN_SECONDS)
+            for queue in self.queues:  # those no worker took over
+                queue.close()
+        finally:
+            if self.reporter is not None:
+                self.reporter.close()
+            if self.kafka_stats is not None:
+                self.kafka_stats.close()
 
 
 def _open_kafka_stats(path: str | None) -> IO[bytes] | None:

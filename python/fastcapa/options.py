@@ -1,0 +1,125 @@
+"""What the command lines of `fastcapa capture` and `fastcapa dump` share:
+the parser class, the help formatter, exit statuses, option types and the
+one-line failure. A leaf module: it imports nothing of fastcapa's but the
+errors and settings."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from datetime import UTC, datetime
+from typing import NoReturn
+
+from fastcapa.config import MAX_COUNT, MAX_SECONDS
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        # argparse quotes the operator's words: keep line breaks and control
+        # characters in them from breaking (or forging) the line.
+        message = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, but only those worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in (
+            action.help or ""
+        ):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def kafka_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The Kafka options `capture` and `dump` share: -t, -c, -X, -k."""
+    group = parser.add_argument_group("Kafka")
+    group.add_argument("-t", "--topic", default="pcap", help="Kafka topic (default: %(default)s)")
+    group.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="librdkafka settings in fastcapa's INI format: [kafka-global] and [kafka-topic] "
+        "sections of key = value",
+    )
+    group.add_argument(
+        "-X",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="one librdkafka setting, global or topic (repeatable; wins over -c)",
+    )
+    group.add_argument(
+        "-k",
+        "--kafka-broker",
+        metavar="HOSTS",
+        help="shortcut for bootstrap.servers, wins over -c and -X (default: localhost:9092)",
+    )
+    return group
+
+
+def integer(text: str) -> int:
+    """Any integer in base 10; the settings judge its range."""
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def count(text: str) -> int:
+    """A number of frames: 0 (no limit) up to 2^63 - 1."""
+    value = integer(text)
+    if not 0 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected 0 to {MAX_COUNT}, got {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A finite number of seconds (the settings judge its range)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """Seconds above 0 and at most MAX_SECONDS."""
+    value = seconds(text)
+    if not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"expected 0 < seconds <= {MAX_SECONDS:.0f}, got {text!r}")
+    return value
+
+
+def capture_time(text: str) -> int:
+    """ISO 8601 (UTC unless it says otherwise) or epoch microseconds -> epoch µs."""
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if text.isascii() and text.isdigit():
+        if len(text) > 20 or int(text) >= 1 << 64:
+            raise argparse.ArgumentTypeError(f"{text!r} is past any 64-bit key")
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected ISO 8601 or epoch microseconds, got {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def fail(status: int, error: BaseException | str) -> int:
+    """Says why on one line of stderr; returns the exit status."""
+    print(f"fastcapa: error: {error}", file=sys.stderr)
+    return status
