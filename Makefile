@@ -38,13 +38,13 @@ build: venv ## build the Rust extension into the virtualenv
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin develop --release -q
 
 kafka-jars: ## resolve Apache Kafka's jars from Maven Central
-	$(PYTHON) tools/kafka/kafka.py resolve
+	PYTHONPATH=support $(PYTHON) -m fastcapa_support.kafka_cluster resolve
 
 demo: build kafka-jars ## replay a generated capture into a local Kafka, dump it back, show tcpdump
-	$(PY) tools/demo.py
+	PYTHONPATH=support $(PY) tools/demo.py
 
 demo-stop: ## stop the demo's broker
-	$(PYTHON) tools/kafka/kafka.py stop --dir $(WORK)/kafka
+	PYTHONPATH=support $(PYTHON) -m fastcapa_support.kafka_cluster stop --dir $(WORK)/kafka
 
 test: build kafka-jars ## run the whole suite: Rust units, lint, then pytest with a real Kafka and veth pairs
 	cargo test --release --lib -q
@@ -55,14 +55,14 @@ test-rust: ## the Rust unit tests only
 	cargo test --release --lib -q
 
 lint: venv ## ruff, rustfmt and clippy
-	$(VENV)/bin/ruff check python tests tools bench
-	$(VENV)/bin/ruff format --check python tests tools bench
+	$(VENV)/bin/ruff check python support tests tools bench
+	$(VENV)/bin/ruff format --check python support tests tools bench
 	cargo fmt --check
 	cargo clippy --release --all-targets -q -- -D warnings
 
 fmt: venv ## format Python and Rust
-	$(VENV)/bin/ruff format python tests tools bench
-	$(VENV)/bin/ruff check --fix python tests tools bench
+	$(VENV)/bin/ruff format python support tests tools bench
+	$(VENV)/bin/ruff check --fix python support tests tools bench
 	cargo fmt
 
 # Benchmarks only (never `make test`): matplotlib draws the plots; pcapy-ng is
@@ -74,7 +74,7 @@ BENCH_ARGS ?=
 bench: build kafka-jars ## benchmark suite vs baselines (replay, live, scaling): bench/results, bench/plots
 	$(PY) -m pip install -q $(BENCH_PY_DEPS)
 	cargo build --release -q --manifest-path bench/ceiling/Cargo.toml
-	$(PY) bench/run.py $(BENCH_ARGS)
+	PYTHONPATH=support $(PY) bench/run.py $(BENCH_ARGS)
 
 clean: ## remove build output, the virtualenv and the demo's files
 	rm -rf target $(VENV) $(WORK) tools/kafka/lib

@@ -41,18 +41,17 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tools"))
-sys.path.insert(0, str(ROOT / "tools" / "kafka"))
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
-import gen_capture  # noqa: E402
-import kafka  # noqa: E402
-from confluent_kafka import Consumer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
-from fastcapa.config import PRODUCER_DEFAULTS  # noqa: E402
-from netns import VethPair  # noqa: E402
-from procfs import thread_cpu_seconds  # noqa: E402
+from fastcapa.config import PRODUCER_DEFAULTS
+from fastcapa_support import capgen as gen_capture
+from fastcapa_support import kafka_cluster as kafka
+from fastcapa_support.netns import VethPair
+from fastcapa_support.procfs import thread_cpu_seconds
+
+# support/ (fastcapa_support) is on PYTHONPATH: `make bench` puts it there.
+ROOT = Path(__file__).resolve().parents[1]
 
 CACHE = ROOT / ".work" / "bench"
 RESULTS = ROOT / "bench" / "results"
@@ -725,7 +724,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", default="replay,live,scaling")
     parser.add_argument(
-        "--broker-dir", help="use the broker tools/kafka/kafka.py runs there (default: start one)"
+        "--broker-dir",
+        help="use the broker fastcapa_support.kafka_cluster runs there (default: start one)",
     )
     parser.add_argument("--before", type=Path, help="A/B: also run the fastcapa build in DIR")
     parser.add_argument(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import assert_clean_failure
+
 from fastcapa.config import kafka_settings, parse_cpus, parse_override, read_ini
 from fastcapa.errors import ConfigError
 from fastcapa.pipeline import assign_lanes
+from fastcapa_support.runner import assert_clean_failure
 
 
 def test_precedence_ini_then_x_then_k(tmp_path):

@@ -33,10 +33,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_accounting
-from kafka_fixture import _live, kafka_tool
-from netns import VethPair, netns_available
-from steady import ProcWatch, SteadySender, check_topic, memory_kib
+
+from fastcapa_support.fixtures import _live, kafka_tool
+from fastcapa_support.netns import VethPair, netns_available
+from fastcapa_support.runner import assert_accounting
+from fastcapa_support.steady import ProcWatch, SteadySender, check_topic, memory_kib
 
 pytestmark = [
     pytest.mark.faults,

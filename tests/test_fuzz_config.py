@@ -23,6 +23,9 @@ import os
 import string
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
 from fastcapa import _fastcapa
 from fastcapa.cli import capture_parser, settings_from_args
 from fastcapa.config import (
@@ -38,8 +41,6 @@ from fastcapa.config import (
 )
 from fastcapa.errors import ConfigError
 from fastcapa.options import capture_time as parse_time
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
 
 EXAMPLES = int(os.environ.get("FASTCAPA_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(

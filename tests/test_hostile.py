@@ -25,13 +25,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import assert_accounting, assert_clean_failure
+
 from fastcapa.config import parse_override
 from fastcapa.errors import ConfigError
-from kafka_read import read_topic
-from netns import VethPair, netns_available
-from pcapref import read_capture
-from test_live import Probe, write_capture
+from fastcapa_support.kafka_read import read_topic
+from fastcapa_support.netns import VethPair, netns_available
+from fastcapa_support.pcapref import read_capture
+from fastcapa_support.runner import Probe, assert_accounting, assert_clean_failure, write_capture
 
 # A port on loopback where nothing listens: a setting that got past the
 # checks would end in "cannot reach Kafka", which the tests tell apart.

@@ -7,8 +7,6 @@ sends known frames from the namespace side, captures on this side with
 
 from __future__ import annotations
 
-import json
-import signal
 import struct
 import subprocess
 import sys
@@ -17,100 +15,19 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import assert_accounting
-from fastcapa.dump import PcapWriter
-from kafka_read import read_topic
-from netns import VethPair, netns_available
-from procfs import thread_cpu_seconds
-from tools_path import gen_capture
+
+from fastcapa_support import capgen as gen_capture
+from fastcapa_support import child_env
+from fastcapa_support.kafka_read import read_topic
+from fastcapa_support.netns import VethPair, netns_available
+from fastcapa_support.procfs import thread_cpu_seconds
+from fastcapa_support.runner import Probe, assert_accounting, udp_frame, write_capture
 
 pytestmark = [
     pytest.mark.kafka,
     pytest.mark.netns,
     pytest.mark.skipif(not netns_available(), reason="needs root and network namespaces"),
 ]
-
-
-class Probe:
-    """`fastcapa -i` running in the background, as an operator starts it."""
-
-    def __init__(
-        self, iface: str, topic: str, bootstrap: str, tmp: Path, *args: str, prefix=()
-    ) -> None:
-        """`prefix`: a command to start it under, e.g. setpriv with other credentials."""
-        self.stats = tmp / f"stats-{topic}.jsonl"
-        self.proc = subprocess.Popen(
-            [
-                *prefix,
-                sys.executable,
-                "-m",
-                "fastcapa",
-                "-i",
-                iface,
-                "-t",
-                topic,
-                "-k",
-                bootstrap,
-                "--stats-json",
-                str(self.stats),
-                "--stats-interval",
-                "1",
-                *args,
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        banner = self.proc.stderr.readline()
-        assert "capturing on" in banner, banner + self.proc.stderr.read()
-
-    def stop(self, timeout: float = 60) -> tuple[int, str, dict]:
-        """SIGTERM, then the exit status, stderr and the final report."""
-        self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=timeout)
-        reports = [json.loads(line) for line in self.stats.read_text().splitlines()]
-        assert reports[-1]["final"], err
-        return self.proc.returncode, err, reports[-1]
-
-    def wait_taken(self, frames: int, timeout: float = 30) -> None:
-        """Until the probe's reports say the kernel saw `frames` frames."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            lines = self.stats.read_text().splitlines() if self.stats.exists() else []
-            if lines and json.loads(lines[-1])["nic"]["taken_in"] >= frames:
-                return
-            time.sleep(0.2)
-
-
-def write_capture(path: Path, frames: list[bytes]) -> str:
-    with open(path, "wb") as stream:
-        writer = PcapWriter(stream, 1)
-        for i, frame in enumerate(frames):
-            writer.write(i, frame)
-    return str(path)
-
-
-def udp_frame(
-    payload: bytes, dport: int = 9000, sport: int = 1234, src: int = 1, vlan: int | None = None
-) -> bytes:
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    ip = (
-        struct.pack(
-            "!BBHHHBBH4s4s",
-            0x45,
-            0,
-            20 + len(udp),
-            1,
-            0,
-            64,
-            17,
-            0,
-            bytes([10, 0, 0, src]),
-            bytes([10, 0, 0, 200]),
-        )
-        + udp
-    )
-    tag = struct.pack("!HH", 0x8100, vlan) if vlan is not None else b""
-    return b"\x02\0\0\0\0\xc8" + bytes([2, 0, 0, 0, 0, src]) + tag + b"\x08\x00" + ip
 
 
 def test_every_frame_once_over_two_queues(kafka, new_topic, tmp_path):
@@ -153,7 +70,7 @@ def test_every_frame_once_over_two_queues(kafka, new_topic, tmp_path):
 
 
 def gen_capture_frames(path: Path):
-    from pcapref import read_capture
+    from fastcapa_support.pcapref import read_capture
 
     return read_capture(str(path)).records
 
@@ -248,7 +165,7 @@ def test_filter_and_snaplen(kafka, new_topic, tmp_path):
 
 
 def test_small_ring_with_paused_broker_counts_drops(new_topic, tmp_path):
-    from kafka_fixture import kafka_tool
+    from fastcapa_support.fixtures import kafka_tool
 
     with kafka_tool.Cluster(nodes=1) as cluster:
         topic = new_topic(partitions=1, cluster=cluster)
@@ -297,12 +214,14 @@ def test_sigterm_during_traffic_delivers_what_was_taken(kafka, new_topic, tmp_pa
                 "exec",
                 veth.netns,
                 sys.executable,
-                str(Path(__file__).with_name("sender.py")),
+                "-m",
+                "fastcapa_support.sender",
                 veth.sender_side,
                 str(capture),
                 "5000",
             ],
             stdout=subprocess.DEVNULL,
+            env=child_env(),
         )
         try:
             time.sleep(1.5)

@@ -13,9 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, assert_accounting, assert_clean_failure
-from kafka_read import read_topic
-from pcapref import read_capture
+
+from fastcapa_support import corpus
+from fastcapa_support.corpus import CORPUS
+from fastcapa_support.kafka_read import read_topic
+from fastcapa_support.pcapref import read_capture
+from fastcapa_support.runner import assert_accounting, assert_clean_failure
 
 pytestmark = pytest.mark.kafka
 
@@ -41,6 +44,7 @@ def closed_port() -> int:
 # -- where settings come from
 
 
+@corpus.needed()
 def test_config_file_then_x_then_k_reach_the_producer(kafka, new_topic, tmp_path, fastcapa):
     """A property from each place ends up in librdkafka: client.id is visible
     in its own statistics, bootstrap.servers by frames arriving at all."""
@@ -120,6 +124,7 @@ ERRORS = [
 ]
 
 
+@corpus.needed()
 @pytest.mark.parametrize(
     ("args", "status", "words"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS]
 )
@@ -147,6 +152,7 @@ def test_each_failure_is_one_line_with_its_status(args, status, words, kafka, tm
         assert len(run.stderr) < 400, "an error line an operator can read"
 
 
+@corpus.needed()
 @pytest.mark.parametrize("command", ["capture", "dump"])
 def test_unreachable_kafka_is_an_error_after_the_connect_timeout(command, tmp_path, fastcapa):
     if command == "capture":
@@ -174,6 +180,7 @@ def final_table(stderr: str) -> dict[str, list[str]]:
     return rows
 
 
+@corpus.needed()
 def test_final_table_and_json_count_every_record_of_the_file(kafka, new_topic, tmp_path, fastcapa):
     records = len(read_capture(str(AFS)).records)
     topic = new_topic(partitions=2, config=KEEP)
@@ -209,7 +216,7 @@ def iso(ts_us: int) -> str:
 def test_dump_window_from_four_partitions_in_time_order(kafka, new_topic, tmp_path, fastcapa):
     """--from/--to pick exactly the records in the window, written in capture
     time order across 4 partitions; tcpdump and tshark read the file."""
-    from tools_path import gen_capture
+    from fastcapa_support import capgen as gen_capture
 
     capture = tmp_path / "mix.pcap"
     gen_capture.generate(str(capture), packets=6000, flows=100, size=None, seed=11)
@@ -266,6 +273,7 @@ def test_dump_window_from_four_partitions_in_time_order(kafka, new_topic, tmp_pa
     assert len(dumped_by_tcpdump.stdout.splitlines()) == 3000
 
 
+@corpus.needed()
 def test_dump_to_stdout_pipes_into_tcpdump(kafka, new_topic, fastcapa):
     topic = new_topic(config=KEEP)
     assert fastcapa("-r", str(AFS), "-t", topic, "-k", kafka.bootstrap).status == 0
@@ -279,6 +287,7 @@ def test_dump_to_stdout_pipes_into_tcpdump(kafka, new_topic, fastcapa):
     assert len(reader.stdout.splitlines()) == 601
 
 
+@corpus.needed()
 def test_dump_follow_waits_for_new_records(kafka, new_topic, tmp_path, fastcapa):
     """--follow on an empty topic: records produced afterwards are written;
     --count ends it."""
@@ -305,6 +314,7 @@ def test_dump_follow_waits_for_new_records(kafka, new_topic, tmp_path, fastcapa)
     assert [ts for ts, _ in dumped] == sorted(ts for ts, _ in dumped)
 
 
+@corpus.needed()
 def test_dump_shows_progress_on_a_terminal(kafka, new_topic, fastcapa, tmp_path):
     """With stderr on a terminal a long dump says how far it got; on a pipe
     (every other test) it does not."""

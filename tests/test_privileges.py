@@ -12,10 +12,19 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, Run, assert_accounting, assert_clean_failure
-from kafka_read import read_topic
-from netns import VethPair, netns_available
-from test_live import Probe, udp_frame, write_capture
+
+from fastcapa_support import corpus
+from fastcapa_support.corpus import CORPUS
+from fastcapa_support.kafka_read import read_topic
+from fastcapa_support.netns import VethPair, netns_available
+from fastcapa_support.runner import (
+    Probe,
+    Run,
+    assert_accounting,
+    assert_clean_failure,
+    udp_frame,
+    write_capture,
+)
 
 pytestmark = [
     pytest.mark.kafka,
@@ -72,6 +81,7 @@ def shared_dir():
 FRAMES = [udp_frame(b"p" * 100, src=i) for i in range(1, 101)]
 
 
+@corpus.needed()
 @pytest.mark.parametrize("how", ["root-with-user", "nobody-with-capabilities"])
 def test_capture_then_hold_no_privilege(how, kafka, new_topic, shared_dir):
     """Frames still flow after the probe gave up what it no longer needs."""
@@ -120,6 +130,7 @@ def test_missing_privilege_is_named(args, words, kafka):
     assert words in run.stderr, run.stderr
 
 
+@corpus.needed()
 @pytest.mark.parametrize("user", ["no-such-user-here", "²", "99999999999999999999"])
 def test_unknown_user_is_a_usage_error(user, kafka, fastcapa):
     afs = str(CORPUS / "afs.pcap")

@@ -11,9 +11,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, assert_accounting, assert_clean_failure
-from kafka_read import read_topic
-from pcapref import read_capture
+
+from fastcapa_support import corpus
+from fastcapa_support.corpus import CORPUS
+from fastcapa_support.kafka_read import read_topic
+from fastcapa_support.pcapref import read_capture
+from fastcapa_support.runner import assert_accounting, assert_clean_failure
 
 pytestmark = pytest.mark.kafka
 
@@ -21,7 +24,7 @@ pytestmark = pytest.mark.kafka
 # corpus: the test topics must not delete them by retention.
 KEEP = {"retention.ms": "-1"}
 
-CORPUS_FILES = sorted(p for p in CORPUS.iterdir() if p.suffix in (".pcap", ".pcapng"))
+CORPUS_FILES = [p for p in corpus.files() if p.suffix in (".pcap", ".pcapng")]
 
 
 def final_report(path: Path) -> dict:
@@ -75,6 +78,7 @@ def assert_flows_in_order(records) -> None:
         assert [s for _, s in seen] == list(range(len(seen))), f"flow {flow} out of order"
 
 
+@corpus.needed()
 @pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: p.name)
 def test_corpus_round_trip(path, kafka, new_topic, fastcapa, tmp_path):
     reference = read_capture(str(path))
@@ -116,7 +120,7 @@ def test_corpus_round_trip(path, kafka, new_topic, fastcapa, tmp_path):
 def test_multi_queue_replay_spreads_and_keeps_flow_order(kafka, new_topic, fastcapa, tmp_path):
     """-q 2 with 3 transmit workers over 4 partitions: every record once, and
     the records of each flow in file order within their partition."""
-    from tools_path import gen_capture
+    from fastcapa_support import capgen as gen_capture
 
     capture = tmp_path / "mix.pcap"
     gen_capture.generate(str(capture), packets=20_000, flows=300, size=None, seed=7)
@@ -178,6 +182,7 @@ def truncated_copy(source: Path, target: Path, keep_records: int) -> int:
     return keep_records
 
 
+@corpus.needed()
 def test_file_corrupt_part_way(kafka, new_topic, fastcapa, tmp_path):
     source = CORPUS / "afs.pcap"
     broken = tmp_path / "broken.pcap"

@@ -7,10 +7,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, assert_clean_failure
-from kafka_fixture import kafka_tool, wait_topic_ready
-from kafka_read import read_topic
-from pcapref import read_capture
+
+from fastcapa_support import corpus
+from fastcapa_support.corpus import CORPUS
+from fastcapa_support.fixtures import kafka_tool, wait_topic_ready
+from fastcapa_support.kafka_read import read_topic
+from fastcapa_support.pcapref import read_capture
+from fastcapa_support.runner import assert_clean_failure
 
 pytestmark = pytest.mark.kafka
 
@@ -76,6 +79,7 @@ def settings_file(folder: Path, ca: Path) -> Path:
     return ini
 
 
+@corpus.needed()
 def test_frames_arrive_over_tls(tls, tmp_path, fastcapa):
     cluster, ca, _ = tls
     topic = "tls-frames"
@@ -92,6 +96,7 @@ def test_frames_arrive_over_tls(tls, tmp_path, fastcapa):
     assert got == expected
 
 
+@corpus.needed()
 def test_a_wrong_ca_is_a_clear_error_at_start(tls, tmp_path, fastcapa):
     cluster, _, other_ca = tls
     ini = settings_file(tmp_path, other_ca)

@@ -2,7 +2,7 @@
 """`make demo`: the main job end to end on a local default.
 
 Starts (or reuses) a local Apache Kafka broker on 127.0.0.1:9092 from
-tools/kafka, generates a capture of a few thousand mixed packets, replays it
+fastcapa_support.kafka_cluster, generates a capture of a few thousand mixed packets, replays it
 with `fastcapa -r` into a fresh topic of 4 partitions (statistics on stderr),
 dumps the topic back with `fastcapa dump`, and shows `tcpdump -r` of the
 first lines. The broker keeps running afterwards (`make demo-stop`).
@@ -32,7 +32,8 @@ def main() -> int:
     bin_dir = Path(sys.executable).parent
     run(
         sys.executable,
-        str(ROOT / "tools/kafka/kafka.py"),
+        "-m",
+        "fastcapa_support.kafka_cluster",
         "start",
         "--port",
         "9092",
@@ -42,7 +43,8 @@ def main() -> int:
     capture = WORK / "demo.pcap"
     run(
         sys.executable,
-        str(ROOT / "tools/gen_capture.py"),
+        "-m",
+        "fastcapa_support.capgen",
         "--packets",
         str(PACKETS),
         "--output",

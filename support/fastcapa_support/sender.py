@@ -1,7 +1,7 @@
 """Sends the frames of a capture file out of an interface, in file order,
 through an AF_PACKET socket. Run inside the test's network namespace:
 
-    sender.py IFACE CAPTURE_FILE RATE
+    python -m fastcapa_support.sender IFACE CAPTURE_FILE RATE
 
 Prints: frames sent, time of the first and the last send (µs since the epoch).
 """
@@ -10,10 +10,8 @@ import errno
 import socket
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from pcapref import read_capture
+from fastcapa_support.pcapref import read_capture
 
 
 def packet_socket(iface: str) -> socket.socket:

@@ -1,4 +1,4 @@
-"""pytest fixtures for a real Apache Kafka, run by tools/kafka/kafka.py.
+"""pytest fixtures for a real Apache Kafka, run by fastcapa_support.kafka_cluster.
 
 - `kafka`: one broker for the whole session; `.bootstrap` is its address.
 - `new_topic(partitions=1, replication=1, config=None, cluster=None) -> name`:
@@ -15,12 +15,9 @@ A failed test that used one of them shows the tail of the broker logs in its rep
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import re
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaException
@@ -37,12 +34,7 @@ __all__ = [
     "wait_topic_ready",
 ]
 
-# tools/kafka/kafka.py, imported by path under a name no Kafka client package uses.
-_path = Path(__file__).resolve().parents[1] / "tools" / "kafka" / "kafka.py"
-_spec = importlib.util.spec_from_file_location("fastcapa_kafka_tool", _path)
-kafka_tool = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = kafka_tool
-_spec.loader.exec_module(kafka_tool)
+from fastcapa_support import kafka_cluster as kafka_tool
 
 _live: dict[str, kafka_tool.Cluster] = {}  # fixture name -> its running cluster, for the hook
 

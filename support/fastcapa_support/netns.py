@@ -4,7 +4,7 @@
 sender's side) and the other end here (the probe's side), with several queues,
 no IPv6 autoconfiguration (so nothing but the test's frames crosses it), and
 removes both at exit. Frames are sent from inside the namespace by
-`sender.py` through an AF_PACKET socket. Traffic never leaves the pair.
+`fastcapa_support.sender` through an AF_PACKET socket. Traffic never leaves the pair.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import os
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
-SENDER = Path(__file__).with_name("sender.py")
+from fastcapa_support import child_env
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -99,7 +98,8 @@ class VethPair:
                 "exec",
                 self.netns,
                 sys.executable,
-                str(SENDER),
+                "-m",
+                "fastcapa_support.sender",
                 self.sender_side,
                 capture,
                 str(rate),
@@ -107,6 +107,7 @@ class VethPair:
             capture_output=True,
             text=True,
             timeout=timeout,
+            env=child_env(),
         )
         assert proc.returncode == 0, proc.stderr
         sent, first, last = (int(x) for x in proc.stdout.split())

@@ -1,11 +1,12 @@
-"""An independent reference reader of capture files: libpcap itself, called
+"""An independent reference for capture files: libpcap itself, called
 through ctypes, not through fastcapa's Rust. What it reads is what the tests
-expect fastcapa to carry."""
+expect fastcapa to carry; what it writes is a file any tool reads."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _lib = ctypes.CDLL(ctypes.util.find_library("pcap") or "libpcap.so.0.8")
@@ -35,6 +36,12 @@ _lib.pcap_datalink.argtypes = [ctypes.c_void_p]
 _lib.pcap_geterr.argtypes = [ctypes.c_void_p]
 _lib.pcap_geterr.restype = ctypes.c_char_p
 _lib.pcap_close.argtypes = [ctypes.c_void_p]
+_lib.pcap_open_dead_with_tstamp_precision.restype = ctypes.c_void_p
+_lib.pcap_open_dead_with_tstamp_precision.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint]
+_lib.pcap_dump_open.restype = ctypes.c_void_p
+_lib.pcap_dump_open.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+_lib.pcap_dump.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Header), ctypes.c_char_p]
+_lib.pcap_dump_close.argtypes = [ctypes.c_void_p]
 
 PCAP_TSTAMP_PRECISION_MICRO = 0
 
@@ -71,3 +78,34 @@ def read_capture(path: str) -> Capture | None:
                 return Capture(_lib.pcap_datalink(handle), records, message)
     finally:
         _lib.pcap_close(handle)
+
+
+def write_capture(
+    path: str,
+    records: Iterable[tuple[int, bytes] | tuple[int, bytes, int]],
+    linktype: int = 1,
+    snaplen: int = 262_144,
+) -> str:
+    """Writes a classic pcap file with libpcap: each record is (time µs, frame)
+    or (time µs, frame, length on the wire) for a frame already cut."""
+    handle = _lib.pcap_open_dead_with_tstamp_precision(
+        linktype, snaplen, PCAP_TSTAMP_PRECISION_MICRO
+    )
+    if not handle:
+        raise OSError(f"pcap_open_dead({linktype}) failed")
+    try:
+        dumper = _lib.pcap_dump_open(handle, path.encode())
+        if not dumper:
+            raise OSError(_lib.pcap_geterr(handle).decode(errors="replace"))
+        try:
+            for record in records:
+                ts, frame = record[0], record[1]
+                wire = record[2] if len(record) > 2 else len(frame)  # type: ignore[misc]
+                seconds, micros = divmod(ts, 1_000_000)
+                header = _Header(seconds, micros, len(frame), wire)
+                _lib.pcap_dump(dumper, ctypes.byref(header), frame)
+        finally:
+            _lib.pcap_dump_close(dumper)
+    finally:
+        _lib.pcap_close(handle)
+    return path

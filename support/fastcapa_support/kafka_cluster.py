@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """A throwaway Apache Kafka (KRaft) on loopback, for the tests and the demo.
 
-Pure standard library: the jars come from Maven Central (pom.xml beside this
-file) and the JVMs run straight from that classpath. confluent_kafka, when
-importable, is only used to check that the brokers answer clients.
+Pure standard library: the jars come from Maven Central (tools/kafka/pom.xml,
+resolved into tools/kafka/lib) and the JVMs run straight from that classpath.
+confluent_kafka, when importable, is only used to check that the brokers
+answer clients.
 
-As a module (the tests import it by path)::
+As a module::
 
     with Cluster(nodes=3) as c:           # each node broker and controller
         c.bootstrap                       # "127.0.0.1:P0,127.0.0.1:P1,127.0.0.1:P2"
@@ -14,9 +15,9 @@ As a module (the tests import it by path)::
 
 As a command::
 
-    python tools/kafka/kafka.py resolve
-    python tools/kafka/kafka.py start [--nodes N] [--port P] [--dir D] [--foreground]
-    python tools/kafka/kafka.py stop [--dir D]
+    python -m fastcapa_support.kafka_cluster resolve
+    python -m fastcapa_support.kafka_cluster start [--nodes N] [--port P] [--dir D] [--foreground]
+    python -m fastcapa_support.kafka_cluster stop [--dir D]
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+# The pom and the jars it resolves live in the repository's tools/kafka.
+HERE = Path(__file__).resolve().parents[2] / "tools" / "kafka"
 POM = HERE / "pom.xml"
 LIB = HERE / "lib"
 STAMP = LIB / ".stamp"  # the pom's hash, written once every jar is in
@@ -150,7 +152,7 @@ def _record_cds(archive: Path) -> None:
         c.start(timeout=120)
         c.stop(timeout=60)  # the JVM writes the archive as it exits
     except Exception as e:
-        print(f"kafka.py: no class-data archive ({e})", file=sys.stderr)
+        print(f"kafka_cluster: no class-data archive ({e})", file=sys.stderr)
         c.stop(timeout=1)
     if tmp.exists():
         tmp.rename(archive)
@@ -615,7 +617,9 @@ class _Foreign:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="kafka.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m fastcapa_support.kafka_cluster", description=__doc__.split("\n\n")[0]
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("resolve", help="fetch Kafka's jars into tools/kafka/lib")
     st = sub.add_parser("start", help="start a cluster, in the background unless --foreground")
@@ -631,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _command(args)
     except KafkaError as e:
-        print(f"kafka.py: {e}", file=sys.stderr)
+        print(f"kafka_cluster: {e}", file=sys.stderr)
         return 1
 
 

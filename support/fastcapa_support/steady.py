@@ -8,7 +8,7 @@ finds and compare every byte of what Kafka holds.
 
 Run inside the test's network namespace (as `sender.py` is):
 
-    steady.py IFACE STREAM COUNT RATE SIZE
+    python -m fastcapa_support.steady IFACE STREAM COUNT RATE SIZE
 
 sends frames 0..COUNT-1 at RATE frames/s and prints: frames sent, time of the
 first and the last send (µs since the epoch).
@@ -31,7 +31,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sender import packet_socket, send
+from fastcapa_support import child_env
+from fastcapa_support.sender import packet_socket, send
 
 MARKER = b"FCFT"
 # marker, stream, seq, sent_us
@@ -97,7 +98,7 @@ def main() -> None:
 
 
 class SteadySender:
-    """`steady.py` running in the namespace of a VethPair, in the background."""
+    """The steady sender running in the namespace of a VethPair, in the background."""
 
     def __init__(self, veth, count: int, rate: int, size: int = 200, stream: int = 1) -> None:
         self.count, self.rate, self.size, self.stream = count, rate, size, stream
@@ -108,7 +109,8 @@ class SteadySender:
                 "exec",
                 veth.netns,
                 sys.executable,
-                str(Path(__file__).resolve()),
+                "-m",
+                "fastcapa_support.steady",
                 veth.sender_side,
                 str(stream),
                 str(count),
@@ -118,6 +120,7 @@ class SteadySender:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=child_env(),
         )
 
     def wait(self, timeout: float | None = None) -> dict:

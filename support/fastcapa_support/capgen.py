@@ -15,10 +15,10 @@ import argparse
 import random
 import struct
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-from fastcapa.dump import PcapWriter
+from fastcapa_support.pcapref import write_capture
 
 START_US = 1_700_000_000_000_000  # 2023-11-14T22:13:20Z
 
@@ -102,15 +102,18 @@ def imix_size(rng: random.Random) -> int:
 
 
 def generate(path: str, packets: int, flows: int, size: int | None, seed: int) -> None:
+    write_capture(path, records(packets, flows, size, seed))
+
+
+def records(packets: int, flows: int, size: int | None, seed: int) -> Iterator[tuple[int, bytes]]:
+    """The generated (time µs, frame) records, in file order."""
     rng = random.Random(seed)
     sequence = [0] * flows
-    with open(path, "wb") as stream:
-        writer = PcapWriter(stream, 1)
-        for i in range(packets):
-            flow = rng.randrange(flows)
-            frame = frame_for(sequence[flow], flow, size or imix_size(rng), rng)
-            sequence[flow] += 1
-            writer.write(START_US + i * 10, frame)
+    for i in range(packets):
+        flow = rng.randrange(flows)
+        frame = frame_for(sequence[flow], flow, size or imix_size(rng), rng)
+        sequence[flow] += 1
+        yield START_US + i * 10, frame
 
 
 def main() -> int:
