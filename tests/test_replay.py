@@ -34,12 +34,11 @@ def final_report(path: Path) -> dict:
 
 
 def as_in_pcap(ts_us: int) -> int:
-    """The key libpcap reads back from a pcap record written for `ts_us`: a
-    record's seconds are 32 bits, which libpcap reads as signed."""
+    """The key read back from a pcap record written for `ts_us`: a record's
+    seconds are an unsigned 32-bit field."""
     signed = ts_us - (1 << 64) if ts_us >= 1 << 63 else ts_us
     seconds, micros = divmod(signed, 1_000_000)
-    seconds = (seconds + (1 << 31)) % (1 << 32) - (1 << 31)
-    return (seconds * 1_000_000 + micros) % (1 << 64)
+    return (seconds % (1 << 32)) * 1_000_000 + micros
 
 
 def assert_topic_holds(records, expected: list[tuple[int, bytes]], file_order=True) -> None:
@@ -180,6 +179,31 @@ def truncated_copy(source: Path, target: Path, keep_records: int) -> int:
         offset += 16 + caplen
     target.write_bytes(data[: offset + 16 + 3])  # a header, then 3 bytes of frame
     return keep_records
+
+
+def classic_pcap(records: list[tuple[int, int, bytes]], big_endian: bool) -> bytes:
+    """A classic pcap file, built byte by byte: (seconds, µs, frame) records."""
+    order = ">" if big_endian else "<"
+    out = struct.pack(order + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    for seconds, micros, frame in records:
+        out += struct.pack(order + "IIII", seconds, micros, len(frame), len(frame)) + frame
+    return out
+
+
+@pytest.mark.parametrize("big_endian", [False, True], ids=["little-endian", "big-endian"])
+def test_capture_times_from_2038_to_2106_are_keys(big_endian, kafka, new_topic, fastcapa, tmp_path):
+    """A classic pcap record's seconds are unsigned 32-bit: 2038-01-19T03:14:08Z
+    (just past signed 32 bits) and 2106-02-07T06:28:15Z (the last second)
+    are valid times, and their keys say so in either byte order."""
+    frame = bytes(range(60))
+    times = [(1_700_000_000, 5), (0x8000_0000, 1), (0xFFFF_FFFF, 999_999)]
+    path = tmp_path / "future.pcap"
+    path.write_bytes(classic_pcap([(s, us, frame) for s, us in times], big_endian))
+    topic = new_topic(config=KEEP)
+    run = fastcapa("-r", str(path), "-t", topic, "-k", kafka.bootstrap)
+    assert run.status == 0, run.stderr
+    keys = sorted(struct.unpack(">Q", r.key)[0] for r in read_topic(kafka.bootstrap, topic))
+    assert keys == [s * 1_000_000 + us for s, us in times]
 
 
 @corpus.needed()

@@ -3,7 +3,10 @@
 //!
 //! libpcap reads the file (both formats, both byte orders, micro- and
 //! nanosecond resolution; nanoseconds are truncated to microseconds, which is
-//! what the Kafka key holds). One thread reads records in file order and
+//! what the Kafka key holds). A classic pcap record's seconds are an unsigned
+//! 32-bit number (the format's definition: 1970 to 2106), which libpcap 1.10
+//! hands over sign-extended when the file is in the host's byte order; the
+//! source takes them back as unsigned, so records from 2038 on keep their time. One thread reads records in file order and
 //! spreads them over the queues by flow hash, so a replay exercises the whole
 //! pipeline. A file cannot lose frames by waiting, so where a live receive
 //! worker drops on a full ring, the file source waits for room.
@@ -34,7 +37,12 @@ pub enum FileError {
 pub struct CaptureFile {
     capture: Capture<Offline>,
     path: String,
+    /// pcapng keeps 64-bit timestamps; classic pcap 32-bit unsigned seconds.
+    pcapng: bool,
 }
+
+/// The first four bytes of a pcapng file (its Section Header Block type).
+const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
 impl CaptureFile {
     pub fn open(path: &str) -> Result<CaptureFile, FileError> {
@@ -53,6 +61,7 @@ impl CaptureFile {
         Ok(CaptureFile {
             capture,
             path: path.to_string(),
+            pcapng: starts_with(path, &PCAPNG_MAGIC),
         })
     }
 
@@ -88,9 +97,7 @@ impl CaptureFile {
             };
             records += 1;
             let header = packet.header;
-            let ts_us = (header.ts.tv_sec as u64)
-                .wrapping_mul(1_000_000)
-                .wrapping_add(header.ts.tv_usec as u64);
+            let ts_us = key_us(header.ts, self.pcapng);
             let data = match snaplen {
                 0 => packet.data,
                 n => &packet.data[..packet.data.len().min(n as usize)],
@@ -124,6 +131,28 @@ impl CaptureFile {
         }
         Ok(())
     }
+}
+
+/// The key of a record: its time in µs since the epoch, as libpcap gives it
+/// for pcapng; for classic pcap with the seconds (and the fraction) read as
+/// the unsigned 32-bit fields they are.
+fn key_us(ts: libc::timeval, pcapng: bool) -> u64 {
+    let (seconds, fraction) = if pcapng {
+        (ts.tv_sec as u64, ts.tv_usec as u64)
+    } else {
+        (u64::from(ts.tv_sec as u32), u64::from(ts.tv_usec as u32))
+    };
+    seconds.wrapping_mul(1_000_000).wrapping_add(fraction)
+}
+
+/// Whether the file at `path` starts with `magic` (false if unreadable:
+/// libpcap has opened it already, so that is not expected).
+fn starts_with(path: &str, magic: &[u8]) -> bool {
+    use std::io::Read;
+    let mut head = vec![0u8; magic.len()];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| head == magic)
 }
 
 /// libpcap's own words, without the crate's wrapping.

@@ -189,26 +189,25 @@ impl Pcap {
         (out, ends)
     }
 
-    /// What the source must deliver for each record: libpcap's timestamp,
-    /// the frame cut to `snaplen`. libpcap 1.10 reads the seconds and the
-    /// fraction as signed 32-bit when the file is in this host's byte order
-    /// (little-endian) and as unsigned when it swaps them (big-endian); it
-    /// scales nanoseconds down to microseconds in the same arithmetic.
+    /// What the source must deliver for each record: the record's time with
+    /// its seconds as the unsigned 32-bit field they are (so 2038 to 2106
+    /// stay right), the frame cut to `snaplen`. A nanosecond fraction is
+    /// scaled down by libpcap, which reads it as signed 32-bit when the file
+    /// is in this host's byte order (little-endian) and as unsigned when it
+    /// swaps it (big-endian): that only matters for fractions past 2^31,
+    /// which no valid file holds.
     fn expected(&self, snaplen: u32) -> Records {
         self.records
             .iter()
             .map(|r| {
-                let (seconds, fraction) = if self.big_endian {
-                    (i64::from(r.seconds), i64::from(r.fraction))
-                } else {
-                    (i64::from(r.seconds as i32), i64::from(r.fraction as i32))
+                let micros = match (self.nanoseconds, self.big_endian) {
+                    (false, _) => u64::from(r.fraction),
+                    (true, true) => u64::from(r.fraction / 1000),
+                    (true, false) => u64::from(((r.fraction as i32) / 1000) as u32),
                 };
-                let micros = if self.nanoseconds {
-                    fraction / 1000
-                } else {
-                    fraction
-                };
-                let ts = seconds.wrapping_mul(1_000_000).wrapping_add(micros) as u64;
+                let ts = u64::from(r.seconds)
+                    .wrapping_mul(1_000_000)
+                    .wrapping_add(micros);
                 let cut = match snaplen {
                     0 => r.data.len(),
                     n => r.data.len().min(n as usize),
@@ -520,4 +519,35 @@ fn record_claiming_4_gib_is_corrupt_not_an_allocation() {
     let (records, ended) = replay(&one_record(u32::MAX, 65535, 10), 0);
     assert!(records.is_empty());
     assert!(matches!(ended, Ended::Corrupt(0, _)), "{ended:?}");
+}
+
+#[test]
+fn seconds_from_2038_to_2106_keep_their_time_in_either_byte_order() {
+    // 2038-01-19T03:14:08Z is the first second past signed 32 bits;
+    // 2106-02-07T06:28:15Z the last one an unsigned 32-bit field holds.
+    let times = [(0x8000_0000u32, 1u32), (u32::MAX, 999_999)];
+    for big_endian in [false, true] {
+        let pcap = Pcap {
+            big_endian,
+            nanoseconds: false,
+            snaplen: 65535,
+            records: times
+                .iter()
+                .map(|&(seconds, fraction)| PcapRecord {
+                    seconds,
+                    fraction,
+                    wire_len: 60,
+                    data: vec![0xab; 60],
+                })
+                .collect(),
+        };
+        let (records, ended) = replay(&pcap.bytes().0, 0);
+        assert!(matches!(ended, Ended::Clean), "{ended:?}");
+        let keys: Vec<u64> = records.iter().map(|r| r.0).collect();
+        assert_eq!(
+            keys,
+            [2_147_483_648_000_001, 4_294_967_295_999_999],
+            "big-endian: {big_endian}"
+        );
+    }
 }

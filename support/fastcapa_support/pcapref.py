@@ -53,8 +53,18 @@ class Capture:
     error: str | None  # libpcap's complaint if reading stopped early
 
 
+PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+
+
 def read_capture(path: str) -> Capture | None:
-    """All records libpcap reads from `path`, or None if libpcap cannot open it."""
+    """All records libpcap reads from `path`, or None if libpcap cannot open it.
+
+    A classic pcap record's seconds (and fraction) are unsigned 32-bit
+    fields, which libpcap 1.10 sign-extends for files in this host's byte
+    order: they are taken back as unsigned here, so 2038 to 2106 read right.
+    """
+    with open(path, "rb") as stream:
+        classic = stream.read(4) != PCAPNG_MAGIC
     errbuf = ctypes.create_string_buffer(512)
     handle = _lib.pcap_open_offline_with_tstamp_precision(
         path.encode(), PCAP_TSTAMP_PRECISION_MICRO, errbuf
@@ -69,7 +79,10 @@ def read_capture(path: str) -> Capture | None:
             status = _lib.pcap_next_ex(handle, ctypes.byref(header), ctypes.byref(data))
             if status == 1:
                 h = header.contents
-                ts = (h.tv_sec * 1_000_000 + h.tv_usec) & 0xFFFF_FFFF_FFFF_FFFF
+                seconds, fraction = h.tv_sec, h.tv_usec
+                if classic:
+                    seconds, fraction = seconds & 0xFFFF_FFFF, fraction & 0xFFFF_FFFF
+                ts = (seconds * 1_000_000 + fraction) & 0xFFFF_FFFF_FFFF_FFFF
                 records.append((ts, ctypes.string_at(data, h.caplen)))
             elif status == -2:
                 return Capture(_lib.pcap_datalink(handle), records, None)
