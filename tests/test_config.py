@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from fastcapa.config import kafka_settings, parse_cpus, parse_override, read_ini
+from fastcapa.config import (
+    CaptureSettings,
+    kafka_settings,
+    parse_cpus,
+    parse_override,
+    parse_size,
+    read_ini,
+)
 from fastcapa.errors import ConfigError
 from fastcapa.pipeline import assign_lanes
 from fastcapa_support.runner import assert_clean_failure
@@ -73,10 +80,46 @@ def test_lanes_follow_worker_i_serves_ring_i_mod_n():
         ["-r", "x.pcap", "-X", "no-equals"],
         ["-r", "x.pcap", "-c", "/nonexistent/fastcapa.conf"],
         ["dump", "--from", "yesterday"],
+        ["dump", "--timeout", "nan"],
+        ["dump", "--timeout", "-1"],
+        ["dump", "--count", "-3"],
+        ["-r", "x.pcap", "--buffer", "lots"],
+        ["-r", "x.pcap", "--buffer", "1KiB"],
+        ["-r", "x.pcap", "--buffer", "900TiB"],
     ],
 )
 def test_usage_errors_are_one_line_exit_2(args, fastcapa):
     assert_clean_failure(fastcapa(*args), 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("2GiB", 2 << 30), ("512MiB", 512 << 20), ("1.5G", 3 << 29), ("10KB", 10_000), ("4096", 4096)],
+)
+def test_sizes_in_the_operators_words(text, size):
+    assert parse_size(text) == size
+
+
+def test_buffer_sizes_the_producer_queue_by_memory():
+    """--buffer is split over the producers: each gets a message limit of what
+    its share holds of the smallest messages, and a byte limit; settings the
+    operator gave by hand win."""
+    settings = CaptureSettings(
+        interface=None, read="x.pcap", topic="t", kafka={}, rx_queues=2, buffer=1 << 30
+    )
+    per_worker = (1 << 30) // 2
+    limits = settings.producer_settings()
+    assert int(limits["queue.buffering.max.messages"]) == per_worker // 296
+    assert int(limits["queue.buffering.max.kbytes"]) == per_worker * 7 // 8 // 1024
+    assert int(limits["queue.buffering.max.messages"]) > 100_000  # librdkafka's default
+    mine = CaptureSettings(
+        interface=None,
+        read="x.pcap",
+        topic="t",
+        kafka={"queue.buffering.max.messages": "5"},
+        buffer=1 << 30,
+    )
+    assert mine.producer_settings()["queue.buffering.max.messages"] == "5"
 
 
 def test_help_is_grouped(fastcapa):

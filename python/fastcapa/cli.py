@@ -137,6 +137,14 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
         help="librdkafka's partitioner on the key, or one partition per flow",
     )
     kafka.add_argument(
+        "--buffer",
+        type=options.size,
+        metavar="SIZE",
+        help="memory the producers may fill while Kafka is slow or away, e.g. 4GiB "
+        "(default: 2GiB, or a quarter of this machine's memory if less); sets "
+        "queue.buffering.max.messages and .kbytes unless -c or -X sets them",
+    )
+    kafka.add_argument(
         "--connect-timeout",
         type=options.seconds,
         default=_default("connect_timeout"),
@@ -206,6 +214,7 @@ def settings_from_args(args: argparse.Namespace) -> CaptureSettings:
         drain_timeout=args.drain_timeout,
         partition_by=args.partition_by,
         user=args.user,
+        buffer=args.buffer,
     ).validate()
 
 

@@ -11,7 +11,8 @@ import sys
 from datetime import UTC, datetime
 from typing import NoReturn
 
-from fastcapa.config import MAX_COUNT, MAX_SECONDS
+from fastcapa.config import MAX_COUNT, MAX_SECONDS, parse_size
+from fastcapa.errors import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -98,6 +99,14 @@ def positive_seconds(text: str) -> float:
     if not 0 < value <= MAX_SECONDS:
         raise argparse.ArgumentTypeError(f"expected 0 < seconds <= {MAX_SECONDS:.0f}, got {text!r}")
     return value
+
+
+def size(text: str) -> int:
+    """A size in bytes, with an optional unit: 512MiB, 2GiB, 1.5G."""
+    try:
+        return parse_size(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def capture_time(text: str) -> int:

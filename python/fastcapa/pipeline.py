@@ -221,7 +221,7 @@ class Pipeline:
         """Creates the transmit workers; KafkaError unless the cluster answers
         within --connect-timeout."""
         settings = self.settings
-        kafka = list(settings.kafka.items())
+        kafka = list(settings.producer_settings().items())
         # A replay loses nothing by waiting for room in the producer queue;
         # a live capture must keep taking frames, so it waits only briefly.
         queue_full_wait = None if settings.read is not None else 0.1
