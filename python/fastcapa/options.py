@@ -35,7 +35,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             action.help or ""
         ):
             return action.help or ""
-        return super()._get_help_string(action)
+        return super()._get_help_string(action) or ""
 
 
 def kafka_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:

@@ -31,7 +31,8 @@ class Row:
 class Snapshot:
     """All figures of one report."""
 
-    at: float
+    at: float  # wall clock (seconds since the epoch), what reports show
+    mono: float  # monotonic clock, what rates are computed from
     nic: Row
     rx: Row
     tx: Row
@@ -59,6 +60,7 @@ class Snapshot:
                 queues[i] = {**queues[i], "ring_fill": fill}
         return cls(
             at=time.time(),
+            mono=time.monotonic(),
             nic=Row(total(queues, "nic_packets"), None, taken, total(queues, "nic_drops")),
             rx=Row(taken, sum(ring_fill), total(queues, "enqueued"), total(queues, "ring_full")),
             tx=Row(total(workers, "dequeued"), None, produced, total(workers, "dropped")),
@@ -69,10 +71,12 @@ class Snapshot:
         )
 
     @classmethod
-    def zero(cls, at: float) -> Snapshot:
+    def zero(cls) -> Snapshot:
         """The figures before anything ran: the base of the first report's rates."""
         nothing = Row(0, 0, 0, 0)
-        return cls(at=at, nic=nothing, rx=nothing, tx=nothing, kaf=nothing)
+        return cls(
+            at=time.time(), mono=time.monotonic(), nic=nothing, rx=nothing, tx=nothing, kaf=nothing
+        )
 
     def rows(self) -> dict[str, Row]:
         return {stage: getattr(self, stage) for stage in STAGES}
@@ -93,7 +97,7 @@ class Snapshot:
             )
         return errors
 
-    def as_json(self, previous: Snapshot | None, final: bool = False) -> dict:
+    def as_json(self, previous: Snapshot | None, final: bool = False) -> dict[str, object]:
         rates = _rates(self, previous)
         return {
             "time": round(self.at, 3),
@@ -109,9 +113,9 @@ class Snapshot:
 
 
 def _rates(now: Snapshot, previous: Snapshot | None) -> dict[str, tuple[float, float]]:
-    if previous is None or now.at <= previous.at:
+    if previous is None or now.mono <= previous.mono:
         return {stage: (0.0, 0.0) for stage in STAGES}
-    span = now.at - previous.at
+    span = now.mono - previous.mono
     old = previous.rows()
     return {
         stage: (
@@ -155,7 +159,7 @@ class Reporter:
             self.json_file = open(json_path, "a", encoding="utf-8") if json_path else None  # noqa: SIM115
         except OSError as e:
             raise ConfigError(f"cannot write --stats-json {json_path}: {e.strerror}") from None
-        self.previous = Snapshot.zero(time.time())
+        self.previous = Snapshot.zero()
 
     def report(self, now: Snapshot, final: bool = False) -> None:
         self.stream.write(format_table(now, self.previous) + "\n")
