@@ -101,17 +101,21 @@ def test_sizes_in_the_operators_words(text, size):
 
 
 def test_buffer_sizes_the_producer_queue_by_memory():
-    """--buffer is split over the producers: each gets a message limit of what
-    its share holds of the smallest messages, and a byte limit; settings the
-    operator gave by hand win."""
+    """--buffer is split over the producers; each share bounds its producer's
+    memory (frames + librdkafka's ~224 bytes each) with a message limit and a
+    byte limit; settings the operator gave by hand win."""
     settings = CaptureSettings(
         interface=None, read="x.pcap", topic="t", kafka={}, rx_queues=2, buffer=1 << 30
     )
     per_worker = (1 << 30) // 2
     limits = settings.producer_settings()
-    assert int(limits["queue.buffering.max.messages"]) == per_worker // 296
-    assert int(limits["queue.buffering.max.kbytes"]) == per_worker * 7 // 8 // 1024
-    assert int(limits["queue.buffering.max.messages"]) > 100_000  # librdkafka's default
+    messages = int(limits["queue.buffering.max.messages"])
+    kbytes = int(limits["queue.buffering.max.kbytes"])
+    assert messages == per_worker // 736
+    # At most the budget whatever the frame size: bytes + ~224 per message.
+    assert kbytes * 1024 + 224 * messages <= per_worker
+    assert kbytes * 1024 + 224 * messages > per_worker * 0.99
+    assert messages > 100_000  # librdkafka's default
     mine = CaptureSettings(
         interface=None,
         read="x.pcap",

@@ -141,7 +141,7 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
         type=options.size,
         metavar="SIZE",
         help="memory the producers may fill while Kafka is slow or away, e.g. 4GiB "
-        "(default: 2GiB, or a quarter of this machine's memory if less); sets "
+        "(default: 4GiB, or a quarter of this machine's memory if less); sets "
         "queue.buffering.max.messages and .kbytes unless -c or -X sets them",
     )
     kafka.add_argument(

@@ -39,11 +39,14 @@ RX_FRAME_BYTES = 2048
 # The producer queue is bounded by memory (--buffer), not by librdkafka's
 # count of 100,000 messages, which a stream of small frames fills in seconds.
 # librdkafka keeps about 220 bytes per queued message beside its key and
-# value (docs/operating.md): the message limit is what the budget holds of
-# the smallest messages, and the byte limit leaves room for that overhead.
+# value (docs/operating.md). A queue of n messages of b bytes takes about
+# n * (b + MESSAGE_OVERHEAD); with a message limit M and a byte limit K that
+# is at most K + MESSAGE_OVERHEAD * M, which the two limits below make equal
+# to the budget, the byte limit taking over from messages of CROSSOVER bytes
+# (key included) on.
 MESSAGE_OVERHEAD = 224
-SMALLEST_MESSAGE = 64 + 8  # a minimum Ethernet frame and its 8-byte key
-DEFAULT_BUFFER = 2 << 30
+CROSSOVER = 512
+DEFAULT_BUFFER = 4 << 30
 MIN_BUFFER = 1 << 20
 BUFFER_SETTINGS = ("queue.buffering.max.messages", "queue.buffering.max.kbytes")
 
@@ -261,9 +264,10 @@ class CaptureSettings:
         operator set its limits (-c or -X) by hand."""
         settings = dict(self.kafka)
         share = self.buffer_bytes // self.workers
+        messages = share // (MESSAGE_OVERHEAD + CROSSOVER)
         limits = {
-            "queue.buffering.max.messages": share // (MESSAGE_OVERHEAD + SMALLEST_MESSAGE),
-            "queue.buffering.max.kbytes": share * 7 // 8 // 1024,
+            "queue.buffering.max.messages": messages,
+            "queue.buffering.max.kbytes": messages * CROSSOVER // 1024,
         }
         for key, value in limits.items():
             if key not in settings:
@@ -354,7 +358,7 @@ class CaptureSettings:
 
 
 def default_buffer() -> int:
-    """--buffer's default: 2 GiB, or a quarter of the machine's memory if less."""
+    """--buffer's default: 4 GiB, or a quarter of the machine's memory if less."""
     return min(DEFAULT_BUFFER, _physical_memory() // 4)
 
 
