@@ -114,7 +114,7 @@ impl TestNet {
     }
 
     pub fn queue(&self) -> QueueConfig {
-        QueueConfig::new(&self.host)
+        queue_config(&self.host)
     }
 }
 
@@ -264,4 +264,18 @@ pub fn tagged(frame: &[u8], tpid: u16, tci: u16) -> Vec<u8> {
 
 pub fn has_mark(bytes: &[u8]) -> bool {
     bytes.windows(MARK.len()).any(|w| w == MARK)
+}
+
+/// A queue's settings for the tests: 4096 frames, whole frames, no fanout,
+/// no filter, promiscuous. (The probe's own defaults live in the control
+/// plane's settings, not here.)
+pub fn queue_config(interface: &str) -> QueueConfig {
+    QueueConfig {
+        interface: interface.to_string(),
+        frames: 4096,
+        snaplen: 0,
+        fanout: None,
+        filter: None,
+        promiscuous: true,
+    }
 }

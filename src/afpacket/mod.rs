@@ -157,20 +157,6 @@ pub struct QueueConfig {
     pub promiscuous: bool,
 }
 
-impl QueueConfig {
-    /// Defaults: 4096 frames, whole frames, no fanout, no filter, promiscuous.
-    pub fn new(interface: &str) -> QueueConfig {
-        QueueConfig {
-            interface: interface.to_string(),
-            frames: 4096,
-            snaplen: 0,
-            fanout: None,
-            filter: None,
-            promiscuous: true,
-        }
-    }
-}
-
 /// Size of a ring: `block_count` blocks of `block_size` bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingGeometry {

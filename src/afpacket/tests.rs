@@ -117,7 +117,7 @@ fn missing_interface_is_reported() {
             other => panic!("{name:?}: {other:?}"),
         }
     }
-    let err = PacketQueue::open(&QueueConfig::new("fcnosuch0")).unwrap_err();
+    let err = PacketQueue::open(&queue_config("fcnosuch0")).unwrap_err();
     assert_eq!(err.to_string(), "no such interface: fcnosuch0");
 }
 
@@ -603,7 +603,7 @@ fn missing_capability_is_named() {
                 0
             );
         }
-        PacketQueue::open(&QueueConfig::new("lo")).unwrap_err()
+        PacketQueue::open(&queue_config("lo")).unwrap_err()
     })
     .join()
     .unwrap();
