@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import struct
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -17,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from fastcapa_support import capgen as gen_capture
-from fastcapa_support import child_env
 from fastcapa_support.kafka_read import read_topic
 from fastcapa_support.netns import VethPair, netns_available
 from fastcapa_support.procfs import thread_cpu_seconds
@@ -207,22 +205,7 @@ def test_sigterm_during_traffic_delivers_what_was_taken(kafka, new_topic, tmp_pa
     topic = new_topic(partitions=2)
     with VethPair() as veth:
         probe = Probe(veth.probe_side, topic, kafka.bootstrap, tmp_path)
-        sender = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                veth.netns,
-                sys.executable,
-                "-m",
-                "fastcapa_support.sender",
-                veth.sender_side,
-                str(capture),
-                "5000",
-            ],
-            stdout=subprocess.DEVNULL,
-            env=child_env(),
-        )
+        sender = veth.start("sender", str(capture), "5000", stdout=subprocess.DEVNULL)
         try:
             time.sleep(1.5)
             status, err, report = probe.stop()

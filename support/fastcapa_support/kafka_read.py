@@ -6,7 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,34 @@ class Record:
     key: bytes
     value: bytes
     timestamp_ms: int
+
+
+# What a client hears while a restarted broker takes its partitions back.
+_LEADER_CHANGING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+}
+
+
+def watermarks(consumer: Consumer, topic: str, timeout: float = 30.0) -> dict[int, tuple[int, int]]:
+    """{partition: (low, high)} offsets of every partition of `topic`. Right
+    after a broker restarts, a partition may not have its leader yet, or the
+    client may not know it: such errors are retried until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+                for p in sorted(partitions)
+            }
+        except KafkaException as e:
+            if e.args[0].code() not in _LEADER_CHANGING or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Record]:
@@ -29,11 +57,7 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Record
         }
     )
     try:
-        partitions = sorted(consumer.list_topics(topic, timeout=timeout).topics[topic].partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            for p in partitions
-        }
+        ends = watermarks(consumer, topic, timeout)
         wanted = {p: hi for p, (lo, hi) in ends.items() if hi > lo}
         consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in wanted])
         records: list[Record] = []

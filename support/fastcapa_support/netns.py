@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
+from typing import Any
 
 from fastcapa_support import child_env
 
@@ -87,23 +88,24 @@ class VethPair:
         ip("link", "del", self.probe_side, check=False)
         ip("netns", "del", self.netns, check=False)
 
+    def command(self, module: str, *args: str) -> list[str]:
+        """The command line that runs `fastcapa_support.<module>` inside the
+        namespace, on the sender's side of the pair, with `args` after it."""
+        return [
+            *("ip", "netns", "exec", self.netns),
+            *(sys.executable, "-m", f"fastcapa_support.{module}", self.sender_side, *args),
+        ]
+
+    def start(self, module: str, *args: str, **popen: Any) -> subprocess.Popen:
+        """Starts `fastcapa_support.<module>` in the namespace, in the background."""
+        return subprocess.Popen(self.command(module, *args), env=child_env(), **popen)
+
     def send(self, capture: str, rate: int = 0, timeout: float = 300) -> dict:
         """Sends every frame of a capture file from inside the namespace, in
         file order; `rate` frames/s (0 = as fast as it goes). Returns the
         sender's report: frames sent, first and last send time (µs)."""
         proc = subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.netns,
-                sys.executable,
-                "-m",
-                "fastcapa_support.sender",
-                self.sender_side,
-                capture,
-                str(rate),
-            ],
+            self.command("sender", capture, str(rate)),
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -31,7 +31,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastcapa_support import child_env
+from fastcapa_support.kafka_read import watermarks
 from fastcapa_support.sender import packet_socket, send
 
 MARKER = b"FCFT"
@@ -102,25 +102,12 @@ class SteadySender:
 
     def __init__(self, veth, count: int, rate: int, size: int = 200, stream: int = 1) -> None:
         self.count, self.rate, self.size, self.stream = count, rate, size, stream
-        self.proc = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                veth.netns,
-                sys.executable,
-                "-m",
-                "fastcapa_support.steady",
-                veth.sender_side,
-                str(stream),
-                str(count),
-                str(rate),
-                str(size),
-            ],
+        self.proc = veth.start(
+            "steady",
+            *(str(stream), str(count), str(rate), str(size)),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=child_env(),
         )
 
     def wait(self, timeout: float | None = None) -> dict:
@@ -200,11 +187,7 @@ def check_topic(
         }
     )
     try:
-        meta = consumer.list_topics(topic, timeout=30).topics[topic]
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-            for p in meta.partitions
-        }
+        ends = watermarks(consumer, topic)
         remaining = {p: hi for p, (lo, hi) in ends.items() if hi > lo}
         consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in remaining])
         deadline = time.monotonic() + timeout
