@@ -36,8 +36,8 @@ from types import TracebackType
 from typing import IO, Protocol
 
 from fastcapa import _fastcapa, events
-from fastcapa.config import CaptureSettings
-from fastcapa.errors import ConfigError
+from fastcapa.config import CaptureSettings, explain_connection_failure
+from fastcapa.errors import ConfigError, KafkaError
 from fastcapa.stats import Reporter, Snapshot
 
 # Main-loop tick: how often the control plane looks at its workers.
@@ -237,7 +237,10 @@ class Pipeline:
                     stats_fd=self.kafka_stats.fileno() if self.kafka_stats else None,
                 )
             )
-        self.workers[0].check_connection(settings.connect_timeout)
+        try:
+            self.workers[0].check_connection(settings.connect_timeout)
+        except KafkaError as e:
+            raise KafkaError(explain_connection_failure(str(e), settings.kafka)) from None
         if settings.partition_by == "flow":
             for worker in self.workers:
                 worker.partition_by_flow(settings.topic, settings.connect_timeout)
