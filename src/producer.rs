@@ -366,8 +366,10 @@ impl KafkaProducer {
         self.producer.in_flight_count().max(0) as usize
     }
 
-    /// Waits up to `timeout` for everything queued to be acknowledged.
-    pub fn flush(&self, timeout: Duration) -> bool {
+    /// Waits up to `timeout` for everything queued to be acknowledged, or
+    /// until `stop()` says to give up (checked every millisecond: a second
+    /// signal must stop a drain at once, whatever its timeout).
+    pub fn flush(&self, timeout: Duration, stop: impl Fn() -> bool) -> bool {
         // Not `BaseProducer::flush`: it polls with a deadline, which spins
         // (see `serve_reports`) for as long as a broker stays away.
         let deadline = Instant::now() + timeout;
@@ -376,7 +378,7 @@ impl KafkaProducer {
             if self.in_flight() == 0 {
                 return true;
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || stop() {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(1));
