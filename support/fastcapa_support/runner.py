@@ -27,14 +27,17 @@ class Run:
         return [line for line in self.stderr.splitlines() if "error" in line]
 
 
-def run_fastcapa(*args: str, timeout: float = 120, stdin: bytes | None = None) -> Run:
-    """Runs the installed `fastcapa` command as an operator would."""
+def run_fastcapa(
+    *args: str, timeout: float = 120, stdin: bytes | None = None, env: dict | None = None
+) -> Run:
+    """Runs the installed `fastcapa` command as an operator would; `env`
+    adds to (or overrides) the environment."""
     proc = subprocess.run(
         [sys.executable, "-m", "fastcapa", *args],
         capture_output=True,
         timeout=timeout,
         input=stdin,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     return Run(proc.returncode, proc.stdout, proc.stderr.decode(errors="replace"))
 
