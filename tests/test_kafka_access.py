@@ -144,12 +144,18 @@ def test_a_missing_topic_without_auto_creation_is_one_line_at_start(
     assert time.monotonic() - started < 20, "the missing topic was noticed late"
 
 
-def test_a_missing_topic_with_auto_creation_is_created_and_filled(kafka, capture, fastcapa):
+def test_a_missing_topic_with_auto_creation_is_created_and_filled(
+    kafka, capture, tmp_path, fastcapa
+):
     """Kafka's default: the first use creates the topic (one partition here).
     Every frame is delivered, and the operator sees no error on the way."""
     topic = f"made-on-first-use-{uuid.uuid4().hex[:8]}"
-    run = fastcapa("-r", capture, "-t", topic, "-k", kafka.bootstrap)
+    stats = tmp_path / "stats.jsonl"
+    run = fastcapa("-r", capture, "-t", topic, "-k", kafka.bootstrap, "--stats-json", str(stats))
     assert run.status == 0, run.stderr
+    report = json.loads(stats.read_text().splitlines()[-1])
+    assert_accounting(report)
+    assert report["kaf"]["out"] == len(FRAMES), report["kaf"]
     assert not event_lines(run.stderr), run.stderr
     assert "error" not in run.stderr, run.stderr
     assert Counter(r.value for r in read_topic(kafka.bootstrap, topic)) == Counter(FRAMES)
