@@ -72,6 +72,14 @@ mod tests {
     fn a_thread_that_drops_holds_nothing() {
         // In a thread of its own: the test harness's other threads keep theirs.
         std::thread::spawn(|| {
+            // A thread that held nothing would pass without dropping
+            // anything: this test fails instead of passing vacuously.
+            let (effective, permitted) = held();
+            assert!(
+                effective > 0 && permitted > 0,
+                "needs root or capabilities to mean anything (this thread holds \
+                 {effective} effective, {permitted} permitted): run cargo test as root"
+            );
             drop_privileges(None).unwrap();
             assert_eq!(held(), (0, 0));
             assert!(caps::read(None, CapSet::Inheritable).unwrap().is_empty());

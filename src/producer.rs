@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::bindings as rd;
 use rdkafka::config::ClientConfig;
@@ -39,6 +39,9 @@ pub enum ProducerError {
         seconds: f64,
         reason: String,
     },
+    /// The cluster answered, but the topic cannot be used at all.
+    #[error("topic {topic} {reason}")]
+    Topic { topic: String, reason: String },
 }
 
 /// The producer's context: counts delivery reports into the worker's
@@ -121,10 +124,15 @@ pub const ORIG_LEN_HEADER: &std::ffi::CStr = c"orig_len";
 
 /// Most report events one `serve_reports` call handles (each is a batch).
 const REPORT_EVENTS_PER_CALL: usize = 16;
+/// How long the start-up check waits for a topic that a cluster creating
+/// topics on first use is making (a few hundred ms on a test broker).
+const TOPIC_CREATION_WAIT: Duration = Duration::from_secs(5);
+const TOPIC_CREATION_PAUSE: Duration = Duration::from_millis(200);
 
 pub struct KafkaProducer {
     producer: BaseProducer<DeliveryCounter>,
     topic: *mut rd::rd_kafka_topic_t,
+    topic_name: String,
     bootstrap: String,
 }
 
@@ -183,27 +191,74 @@ impl KafkaProducer {
         Ok(KafkaProducer {
             producer,
             topic: handle,
+            topic_name: topic.to_string(),
             bootstrap: config.get("bootstrap.servers").unwrap_or("").to_string(),
         })
     }
 
-    /// Waits up to `timeout` for the cluster to answer a metadata request.
-    /// On failure the reason is librdkafka's last error (say, a TLS
-    /// certificate it could not verify) rather than a bare timeout.
+    /// Waits up to `timeout` for the cluster to answer a metadata request
+    /// about the topic. On failure the reason is librdkafka's last error
+    /// (say, a TLS certificate it could not verify) rather than a bare
+    /// timeout. The request is the one a first produce would make, so a
+    /// cluster that creates topics on first use creates it now; a topic that
+    /// does not exist and will not be created, or that this client may not
+    /// see, is an error here rather than a producer queue that fills until
+    /// librdkafka gives up on the topic (after 30 s, and silently until then).
     pub fn check_connection(&self, timeout: Duration) -> Result<(), ProducerError> {
         let context = self.producer.context();
         context.checking.store(true, Ordering::Relaxed);
-        let answer = self.producer.client().fetch_metadata(None, timeout);
+        let answer = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.topic_name), timeout);
         // Serve the error events the check queued (nothing else is queued yet).
         for _ in 0..64 {
             self.producer.poll(Duration::ZERO);
         }
         context.checking.store(false, Ordering::Relaxed);
         let last_error = context.last_error.lock().ok().and_then(|mut e| e.take());
-        answer.map(|_| ()).map_err(|e| ProducerError::Unreachable {
+        let metadata = answer.map_err(|e| ProducerError::Unreachable {
             bootstrap: self.bootstrap.clone(),
             seconds: timeout.as_secs_f64(),
             reason: last_error.unwrap_or_else(|| e.to_string()),
+        })?;
+        use rd::rd_kafka_resp_err_t::*;
+        let topic_error = |metadata: &rdkafka::metadata::Metadata| {
+            metadata.topics().first().and_then(|t| t.error())
+        };
+        let mut error = topic_error(&metadata);
+        // A cluster that creates topics on first use answers the request that
+        // creates one with "unknown topic" all the same (Kafka 4): ask again
+        // until it is there or it is plain that it will not be.
+        let settle = Instant::now() + TOPIC_CREATION_WAIT.min(timeout);
+        while error == Some(RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) && Instant::now() < settle {
+            std::thread::sleep(TOPIC_CREATION_PAUSE);
+            match self
+                .producer
+                .client()
+                .fetch_metadata(Some(&self.topic_name), timeout)
+            {
+                Ok(metadata) => error = topic_error(&metadata),
+                Err(_) => break,
+            }
+        }
+        let reason = match error {
+            Some(RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {
+                "does not exist and was not created on first use (the brokers' \
+                 auto.create.topics.enable, or allow.auto.create.topics here, is false): \
+                 create it first"
+            }
+            Some(RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) => {
+                "is not authorized for this client (Kafka's ACLs must allow it \
+                 DESCRIBE and WRITE on the topic)"
+            }
+            // Fine, or passing: being created (LEADER_NOT_AVAILABLE), a leader
+            // moving. Production waits for it or reports what goes wrong.
+            _ => return Ok(()),
+        };
+        Err(ProducerError::Topic {
+            topic: self.topic_name.clone(),
+            reason: reason.to_string(),
         })
     }
 
@@ -311,17 +366,19 @@ impl KafkaProducer {
         self.producer.in_flight_count().max(0) as usize
     }
 
-    /// Waits up to `timeout` for everything queued to be acknowledged.
-    pub fn flush(&self, timeout: Duration) -> bool {
+    /// Waits up to `timeout` for everything queued to be acknowledged, or
+    /// until `stop()` says to give up (checked every millisecond: a second
+    /// signal must stop a drain at once, whatever its timeout).
+    pub fn flush(&self, timeout: Duration, stop: impl Fn() -> bool) -> bool {
         // Not `BaseProducer::flush`: it polls with a deadline, which spins
         // (see `serve_reports`) for as long as a broker stays away.
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         loop {
             self.serve_reports();
             if self.in_flight() == 0 {
                 return true;
             }
-            if std::time::Instant::now() >= deadline {
+            if Instant::now() >= deadline || stop() {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(1));

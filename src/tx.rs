@@ -222,7 +222,7 @@ pub fn run(
     }
     let remaining = control.remaining();
     if !remaining.is_zero() {
-        producer.flush(remaining);
+        producer.flush(remaining, || control.aborted());
     }
     if producer.in_flight() > 0 {
         producer.purge();

@@ -112,6 +112,27 @@ def test_nul_in_an_override_is_refused():
         parse_override("client.id=a\0b")
 
 
+@pytest.mark.parametrize(
+    ("fd", "words"),
+    [(-1, "-1 is not a file descriptor"), (-(2**31), "is not a file descriptor"),
+     (2**31 - 1, "statistics file")],
+    ids=["minus-one", "most-negative", "not-open"],
+)  # fmt: skip
+def test_a_bad_statistics_descriptor_is_refused(fd, words):
+    """TxWorker takes librdkafka's statistics file as a raw descriptor from
+    a caller in process. A negative one is refused before it is borrowed
+    (borrowing -1 is undefined behaviour in Rust), one that is not open
+    fails to be duplicated: a ConfigError either way, and no producer."""
+    from fastcapa import _fastcapa
+
+    ring = _fastcapa.TxRing(8, lanes=1, slot_bytes=256)
+    with pytest.raises(ConfigError, match=words):
+        _fastcapa.TxWorker(
+            "fcapa-tx-0", [(ring, 0)], "t", [("bootstrap.servers", NOWHERE)],
+            burst=1, queue_full_wait=None, stats_fd=fd,
+        )  # fmt: skip
+
+
 INI_CASES = {
     "unknown-section": ("[kafka-global]\nacks = all\n[evil]\na = b\n", ["unknown section [evil]"]),
     "default-section": (

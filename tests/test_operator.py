@@ -167,6 +167,33 @@ def test_unreachable_kafka_is_an_error_after_the_connect_timeout(command, tmp_pa
     assert took < 30, f"gave up only after {took:.0f} s"
 
 
+def test_accounting_that_does_not_add_up_is_one_line_and_exit_1(
+    kafka, new_topic, tmp_path, fastcapa
+):
+    """No honest run breaks the sums of the final report, so the test-only
+    FASTCAPA_TEST_SKEW_DELIVERED counts one frame more delivered than Kafka
+    acknowledged. Every frame is still delivered and the final table
+    printed, then one error line names the sum that fails, and the exit
+    status is 1; the same run without the skew exits 0."""
+    from fastcapa_support import capgen
+
+    capture = tmp_path / "small.pcap"
+    capgen.generate(str(capture), packets=200, flows=4, size=200, seed=3)
+    topic = new_topic(config=KEEP)
+    stats = tmp_path / "stats.jsonl"
+    args = ["-r", str(capture), "-t", topic, "-k", kafka.bootstrap, "--stats-json", str(stats)]
+    run = fastcapa(*args, env={"FASTCAPA_TEST_SKEW_DELIVERED": "1"})
+    assert run.status == 1 and "Traceback" not in run.stderr, run.stderr
+    assert run.error_lines == [
+        "fastcapa: error: accounting does not add up: taken in 200 != delivered 201"
+        " + rx drops 0 + tx drops 0 + kaf drops 0"
+    ], run.stderr
+    assert final_table(run.stderr)["kaf"][3] == "201"
+    assert reports(stats)[-1]["kaf"]["out"] == 201
+    assert len(read_topic(kafka.bootstrap, topic)) == 200
+    assert fastcapa(*args).status == 0
+
+
 # -- statistics
 
 

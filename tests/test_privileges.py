@@ -1,6 +1,7 @@
-"""Least privilege (issue 5): once its sockets are open the probe holds no
-capability, and with --user it no longer runs as root. Each thread is checked
-in /proc, because Linux keeps capabilities per thread."""
+"""Least privilege (issues 5 and 12): once its sockets are open the probe
+holds no capability, and with --user it no longer runs as root: nor as
+root's group, nor with any supplementary group it was started with. Each
+thread is checked in /proc, because Linux keeps capabilities per thread."""
 
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ AS_NOBODY_WITH_CAPS = [
     f"--inh-caps={CAPS}", f"--ambient-caps={CAPS}",
 ]  # fmt: skip
 AS_NOBODY = ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups"]
+# Root with supplementary groups (disk, adm, staff), as a login shell or a
+# service manager may start it: --user must leave none of them behind.
+AS_ROOT_IN_GROUPS = ["setpriv", "--groups=6,4,50"]
 
 
 def threads_credentials(pid: int) -> list[dict[str, str]]:
@@ -60,11 +64,13 @@ def threads_credentials(pid: int) -> list[dict[str, str]]:
     return seen
 
 
-def assert_holds_nothing(pid: int, uid: int) -> None:
+def assert_holds_nothing(pid: int, uid: int, gid: int) -> None:
     threads = threads_credentials(pid)
     assert len(threads) > 3  # main, receive worker(s), transmit worker, librdkafka's
     for t in threads:
         assert t["Uid"].split() == [str(uid)] * 4, t
+        assert t["Gid"].split() == [str(gid)] * 4, t
+        assert t["Groups"] == "", t
         assert int(t["CapEff"], 16) == 0 and int(t["CapPrm"], 16) == 0, t
         assert int(t["CapAmb"], 16) == 0, t
 
@@ -86,9 +92,9 @@ FRAMES = [udp_frame(b"p" * 100, src=i) for i in range(1, 101)]
 def test_capture_then_hold_no_privilege(how, kafka, new_topic, shared_dir):
     """Frames still flow after the probe gave up what it no longer needs."""
     if how == "root-with-user":
-        prefix, extra, uid = (), ["--user", "nobody"], NOBODY.pw_uid
+        prefix, extra = AS_ROOT_IN_GROUPS, ["--user", "nobody"]
     else:
-        prefix, extra, uid = AS_NOBODY_WITH_CAPS, [], NOBODY.pw_uid
+        prefix, extra = AS_NOBODY_WITH_CAPS, []
     topic = new_topic()
     with VethPair() as veth:
         probe = Probe(
@@ -96,7 +102,7 @@ def test_capture_then_hold_no_privilege(how, kafka, new_topic, shared_dir):
             "-s", str(shared_dir / "librdkafka.jsonl"), prefix=prefix,
         )  # fmt: skip
         try:
-            assert_holds_nothing(probe.proc.pid, uid)
+            assert_holds_nothing(probe.proc.pid, NOBODY.pw_uid, NOBODY.pw_gid)
             veth.send(write_capture(shared_dir / "frames.pcap", FRAMES))
             probe.wait_taken(len(FRAMES))
         finally:

@@ -1,9 +1,22 @@
-"""TLS to Kafka (issue 5): a broker with an SSL listener whose certificates
-the test makes, and a probe configured through fastcapa's INI file."""
+"""TLS to Kafka (issues 5 and 12): one broker with three TLS listeners whose
+certificates the test makes, and a probe configured through fastcapa's INI
+file:
+
+- SSL: a certificate for 127.0.0.1 signed by the test's CA;
+- MTLS: the same, and a client certificate signed by that CA is required
+  (ssl.client.auth=required);
+- WRONGNAME: a certificate signed by that CA for another host name.
+
+What works delivers every frame (and `dump` reads them back over TLS); what
+must not work is one line at start that says why."""
 
 from __future__ import annotations
 
 import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,8 +25,8 @@ from fastcapa_support import corpus
 from fastcapa_support.corpus import CORPUS
 from fastcapa_support.fixtures import kafka_tool, wait_topic_ready
 from fastcapa_support.kafka_read import read_topic
-from fastcapa_support.pcapref import read_capture
-from fastcapa_support.runner import assert_clean_failure
+from fastcapa_support.pcapref import read_capture, write_capture
+from fastcapa_support.runner import assert_clean_failure, udp_frame
 
 pytestmark = pytest.mark.kafka
 
@@ -33,62 +46,110 @@ def make_ca(folder: Path, name: str) -> Path:
     return folder / f"{name}.pem"
 
 
-def make_broker_keystore(folder: Path, ca: str) -> Path:
-    """A key and a certificate for 127.0.0.1 signed by `ca`, as PKCS#12 for the broker."""
-    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+def make_certificate(folder: Path, ca: str, name: str, san: str) -> Path:
+    """A key (name.key) and a certificate (name.pem) for `san` signed by `ca`."""
+    (folder / f"{name}.ext").write_text(f"subjectAltName={san}\n")
     openssl(
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-        "-keyout", "broker.key", "-out", "broker.csr", cwd=folder,
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=folder,
     )  # fmt: skip
     openssl(
-        "x509", "-req", "-in", "broker.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "broker.pem", cwd=folder,
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+        "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem",
+        cwd=folder,
     )  # fmt: skip
-    openssl(
-        "pkcs12", "-export", "-in", "broker.pem", "-inkey", "broker.key",
-        "-out", "broker.p12", "-passout", f"pass:{PASSWORD}", cwd=folder,
-    )  # fmt: skip
-    return folder / "broker.p12"
+    return folder / f"{name}.pem"
 
 
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory):
-    """A broker with PLAINTEXT and SSL listeners; yields (cluster, its CA, another CA)."""
-    folder = tmp_path_factory.mktemp("tls")
-    ca = make_ca(folder, "test-ca")
-    other_ca = make_ca(folder, "other-ca")
-    keystore = make_broker_keystore(folder, "test-ca")
-    ssl = {
+def make_broker_keystore(folder: Path, ca: str, name: str, san: str) -> Path:
+    """A key and a certificate for `san` signed by `ca`, as PKCS#12 for the broker."""
+    make_certificate(folder, ca, name, san)
+    openssl(
+        "pkcs12", "-export", "-in", f"{name}.pem", "-inkey", f"{name}.key",
+        "-out", f"{name}.p12", "-passout", f"pass:{PASSWORD}", cwd=folder,
+    )  # fmt: skip
+    return folder / f"{name}.p12"
+
+
+def keystore(path: Path) -> dict[str, object]:
+    return {
         "ssl.keystore.type": "PKCS12",
-        "ssl.keystore.location": keystore,
+        "ssl.keystore.location": path,
         "ssl.keystore.password": PASSWORD,
         "ssl.key.password": PASSWORD,
     }
-    with kafka_tool.Cluster(nodes=1, ssl=ssl) as cluster:
-        yield cluster, ca, other_ca
 
 
-def settings_file(folder: Path, ca: Path) -> Path:
+@dataclass
+class Tls:
+    cluster: kafka_tool.Cluster
+    ca: Path  # signed every certificate the broker shows, and the client's
+    other_ca: Path  # signed nothing the broker shows
+    client_cert: Path  # a client certificate signed by `ca`
+    client_key: Path
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory) -> Iterator[Tls]:
+    """A broker with PLAINTEXT and the three TLS listeners of the module's docstring."""
+    folder = tmp_path_factory.mktemp("tls")
+    ca = make_ca(folder, "test-ca")
+    other_ca = make_ca(folder, "other-ca")
+    right = make_broker_keystore(folder, "test-ca", "broker", "IP:127.0.0.1,DNS:localhost")
+    wrong = make_broker_keystore(folder, "test-ca", "elsewhere", "DNS:elsewhere.example")
+    client = make_certificate(folder, "test-ca", "client", "DNS:fastcapa.example")
+    listeners = {
+        "MTLS": kafka_tool.Listener(
+            "SSL",
+            {
+                "ssl.client.auth": "required",
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": ca,
+            },
+        ),
+        "WRONGNAME": kafka_tool.Listener("SSL", keystore(wrong)),
+    }
+    cluster = kafka_tool.Cluster(nodes=1, heap="256m", ssl=keystore(right), listeners=listeners)
+    with cluster:
+        yield Tls(cluster, ca, other_ca, client, folder / "client.key")
+
+
+def settings_file(folder: Path, ca: Path, *extra: str) -> Path:
     ini = folder / "fastcapa.conf"
     ini.write_text(
         "[kafka-global]\n"
         "security.protocol = SSL\n"
         f"ssl.ca.location = {ca}\n"
-        "ssl.endpoint.identification.algorithm = https\n"
+        "ssl.endpoint.identification.algorithm = https\n" + "".join(f"{line}\n" for line in extra)
     )
     return ini
 
 
-@corpus.needed()
-def test_frames_arrive_over_tls(tls, tmp_path, fastcapa):
-    cluster, ca, _ = tls
-    topic = "tls-frames"
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory) -> tuple[str, list[bytes]]:
+    """A small capture file, stamped now, and its frames."""
+    frames = [udp_frame(b"t" * 300, src=i % 200 + 1, sport=i) for i in range(300)]
+    now_us = time.time_ns() // 1000
+    path = str(tmp_path_factory.mktemp("tls-capture") / "frames.pcap")
+    return write_capture(path, [(now_us + i, f) for i, f in enumerate(frames)]), frames
+
+
+def new_topic_on(cluster: kafka_tool.Cluster) -> str:
+    """A new one-partition topic that keeps its records, ready."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
+    topic = f"tls-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     admin.create_topics([NewTopic(topic, 1, 1, config={"retention.ms": "-1"})])[topic].result(30)
     wait_topic_ready(cluster.bootstrap, topic, 1)
-    ini = settings_file(tmp_path, ca)
+    return topic
+
+
+@corpus.needed()
+def test_frames_arrive_over_tls(tls, tmp_path, fastcapa):
+    cluster = tls.cluster
+    topic = new_topic_on(cluster)
+    ini = settings_file(tmp_path, tls.ca)
     run = fastcapa("-r", str(AFS), "-t", topic, "-c", str(ini), "-k", cluster.ssl_bootstrap)
     assert run.status == 0, run.stderr
     expected = [frame for _, frame in read_capture(str(AFS)).records]
@@ -98,10 +159,74 @@ def test_frames_arrive_over_tls(tls, tmp_path, fastcapa):
 
 @corpus.needed()
 def test_a_wrong_ca_is_a_clear_error_at_start(tls, tmp_path, fastcapa):
-    cluster, _, other_ca = tls
-    ini = settings_file(tmp_path, other_ca)
+    ini = settings_file(tmp_path, tls.other_ca)
     run = fastcapa(
-        "-r", str(AFS), "-c", str(ini), "-k", cluster.ssl_bootstrap, "--connect-timeout", "5"
+        "-r", str(AFS), "-c", str(ini), "-k", tls.cluster.ssl_bootstrap, "--connect-timeout", "5"
     )
+    assert_clean_failure(run, 2)
+    assert "certificate verify failed" in run.stderr, run.stderr
+
+
+def test_a_certificate_for_another_name_is_a_clear_error_at_start(tls, capture, tmp_path, fastcapa):
+    """The broker's certificate is signed by the CA the probe trusts, but
+    for elsewhere.example, not the 127.0.0.1 the probe connects to. The
+    line names both things a certificate must satisfy (librdkafka's own
+    words send the operator to ssl.ca.location alone)."""
+    ini = settings_file(tmp_path, tls.ca)
+    bootstrap = tls.cluster.listener_bootstrap("WRONGNAME")
+    run = fastcapa("-r", capture[0], "-c", str(ini), "-k", bootstrap, "--connect-timeout", "5")
+    assert_clean_failure(run, 2)
+    assert "certificate verify failed" in run.stderr, run.stderr
+    assert "host name" in run.stderr, run.stderr
+    # The same listener with host names unchecked: the name was all that was wrong.
+    topic = new_topic_on(tls.cluster)
+    unchecked = ["-X", "ssl.endpoint.identification.algorithm=none"]
+    run = fastcapa("-r", capture[0], "-t", topic, "-c", str(ini), *unchecked, "-k", bootstrap)
+    assert run.status == 0, run.stderr
+
+
+@pytest.mark.parametrize("with_certificate", [True, False], ids=["client-cert", "no-client-cert"])
+def test_a_broker_that_wants_a_client_certificate(
+    with_certificate, tls, capture, tmp_path, fastcapa
+):
+    """ssl.client.auth=required: with a certificate signed by the broker's
+    CA every frame arrives; without one the start fails on one line that
+    points at the client certificate settings."""
+    path, frames = capture
+    extra = (
+        [f"ssl.certificate.location = {tls.client_cert}", f"ssl.key.location = {tls.client_key}"]
+        if with_certificate
+        else []
+    )
+    ini = settings_file(tmp_path, tls.ca, *extra)
+    topic = new_topic_on(tls.cluster)
+    bootstrap = tls.cluster.listener_bootstrap("MTLS")
+    run = fastcapa(
+        "-r", path, "-t", topic, "-c", str(ini), "-k", bootstrap, "--connect-timeout", "5"
+    )
+    if with_certificate:
+        assert run.status == 0, run.stderr
+        assert [r.value for r in read_topic(tls.cluster.bootstrap, topic)] == frames
+    else:
+        assert_clean_failure(run, 2)
+        assert "ssl.certificate.location" in run.stderr, run.stderr
+        assert read_topic(tls.cluster.bootstrap, topic) == []
+
+
+def test_dump_over_tls(tls, capture, tmp_path, fastcapa):
+    """`fastcapa dump` takes the same INI file and reads the frames back
+    over TLS, in order, with their capture times; a wrong CA is one line
+    that says what failed."""
+    path = capture[0]
+    ini = settings_file(tmp_path, tls.ca)
+    topic = new_topic_on(tls.cluster)
+    bootstrap = tls.cluster.ssl_bootstrap
+    assert fastcapa("-r", path, "-t", topic, "-c", str(ini), "-k", bootstrap).status == 0
+    out = tmp_path / "back.pcap"
+    run = fastcapa("dump", "-t", topic, "-c", str(ini), "-k", bootstrap, "-o", str(out))
+    assert run.status == 0, run.stderr
+    assert read_capture(str(out)).records == read_capture(path).records
+    ini = settings_file(tmp_path, tls.other_ca)
+    run = fastcapa("dump", "-t", topic, "-c", str(ini), "-k", bootstrap, "--timeout", "5")
     assert_clean_failure(run, 2)
     assert "certificate verify failed" in run.stderr, run.stderr

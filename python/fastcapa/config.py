@@ -191,6 +191,33 @@ def kafka_settings(
     return settings
 
 
+def explain_connection_failure(reason: str, settings: dict[str, str]) -> str:
+    """librdkafka's reason for not reaching Kafka, with what it leaves out.
+
+    On a TLS certificate it could not verify, librdkafka's words point at
+    ssl.ca.location alone, also when the CA is right and the certificate
+    names another host; and a broker that wants a client certificate shows
+    only as a TLS alert.
+    """
+    checks_host = settings.get("ssl.endpoint.identification.algorithm", "https") != "none"
+    if "certificate verify failed" in reason and checks_host:
+        return (
+            f"{reason}; the broker's certificate must also name the host it is reached"
+            " at (ssl.endpoint.identification.algorithm=https checks the host name)"
+        )
+    has_client_cert = any(
+        key in settings
+        for key in ("ssl.certificate.location", "ssl.certificate.pem", "ssl.keystore.location")
+    )
+    refused = ("alert bad certificate", "alert certificate required", "unexpected message")
+    if any(words in reason for words in refused) and not has_client_cert:
+        return (
+            f"{reason}; the broker may require a client certificate"
+            " (ssl.certificate.location and ssl.key.location)"
+        )
+    return reason
+
+
 def parse_cpus(text: str) -> list[int]:
     """Parses a core list such as `2-5,8`."""
     cpus: dict[int, None] = {}  # in order, each core once

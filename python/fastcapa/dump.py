@@ -17,8 +17,9 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
+from fastcapa.config import explain_connection_failure
 from fastcapa.errors import ConfigError, FastcapaError, KafkaError
 from fastcapa.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 
@@ -109,8 +110,17 @@ class Dumper:
         from confluent_kafka import Consumer, KafkaException
 
         self.topic, self.timeout = topic, timeout
+        # librdkafka's reason for a failed connection (a certificate it could
+        # not verify) comes as an error event; a failed request says only
+        # "transport failure".
+        self.last_error: str | None = None
+
+        def keep_error(error: Any) -> None:
+            self.last_error = error.str()
+
         config = {
             **settings,
+            "error_cb": keep_error,
             "group.id": f"fastcapa-dump-{uuid.uuid4()}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -129,7 +139,11 @@ class Dumper:
         try:
             metadata = self.consumer.list_topics(topic, timeout=timeout)
         except KafkaException as e:
-            raise KafkaError(f"cannot reach Kafka: {e.args[0].str()}") from None
+            self.consumer.poll(0)  # serves the error events, which say why
+            reason = explain_connection_failure(self.last_error or e.args[0].str(), settings)
+            raise KafkaError(
+                f"cannot reach Kafka at {settings['bootstrap.servers']}: {reason}"
+            ) from None
         described = metadata.topics.get(topic)
         if described is None or described.error is not None or not described.partitions:
             raise ConfigError(f"topic {topic!r} does not exist")

@@ -36,8 +36,8 @@ from types import TracebackType
 from typing import IO, Protocol
 
 from fastcapa import _fastcapa, events
-from fastcapa.config import CaptureSettings
-from fastcapa.errors import ConfigError
+from fastcapa.config import CaptureSettings, explain_connection_failure
+from fastcapa.errors import ConfigError, KafkaError
 from fastcapa.stats import Reporter, Snapshot
 
 # Main-loop tick: how often the control plane looks at its workers.
@@ -46,6 +46,11 @@ TICK = 0.05
 SLOT_BYTES = 2048
 # How long `close` waits for an aborted worker before it gives up on it.
 ABORT_JOIN_SECONDS = 10.0
+# Test-only, never set in operation (docs/testing.md): frames added to what
+# the first transmit worker says it delivered, so that the tests can see
+# the accounting check of the final report fail, which no honest run does.
+_skew = os.environ.get("FASTCAPA_TEST_SKEW_DELIVERED", "")
+_TEST_SKEW_DELIVERED = int(_skew) if _skew.isascii() and _skew.isdigit() else 0
 
 
 class ReceiveWorker(Protocol):
@@ -237,7 +242,10 @@ class Pipeline:
                     stats_fd=self.kafka_stats.fileno() if self.kafka_stats else None,
                 )
             )
-        self.workers[0].check_connection(settings.connect_timeout)
+        try:
+            self.workers[0].check_connection(settings.connect_timeout)
+        except KafkaError as e:
+            raise KafkaError(explain_connection_failure(str(e), settings.kafka)) from None
         if settings.partition_by == "flow":
             for worker in self.workers:
                 worker.partition_by_flow(settings.topic, settings.connect_timeout)
@@ -260,11 +268,10 @@ class Pipeline:
         for receiver in self.receivers:
             counters = receiver.counters()
             queues.extend(counters if isinstance(counters, list) else [counters])
-        return Snapshot.collect(
-            queues,
-            [ring.fill() for ring in self.rings],
-            [worker.counters() for worker in self.workers],
-        )
+        workers = [worker.counters() for worker in self.workers]
+        if _TEST_SKEW_DELIVERED and workers:
+            workers[0] = {**workers[0], "delivered": workers[0]["delivered"] + _TEST_SKEW_DELIVERED}
+        return Snapshot.collect(queues, [ring.fill() for ring in self.rings], workers)
 
     def _report_events(self) -> None:
         events.report([*self.receivers, *self.workers])

@@ -45,7 +45,7 @@ impl From<crate::producer::ProducerError> for PyErr {
         use crate::producer::ProducerError::*;
         match error {
             Setting { .. } => ConfigError::new_err(error.to_string()),
-            Create(_) | Unreachable { .. } => KafkaError::new_err(error.to_string()),
+            Create(_) | Unreachable { .. } | Topic { .. } => KafkaError::new_err(error.to_string()),
         }
     }
 }

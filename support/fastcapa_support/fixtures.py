@@ -8,6 +8,9 @@
   test module and made whole again before each test, for replication 3 /
   min.insync.replicas=2 and outage tests (`kill`, `stop_node`, `start_node`,
   `pause_node`, ...); `new_topic(..., cluster=kafka_cluster3)` makes topics there.
+- `kafka_secured`: one broker per test module as a locked-down site runs
+  it: SASL users (PLAIN and SCRAM), ACLs enforced, no topic created on
+  first use. `new_topic(..., cluster=kafka_secured)` makes topics there.
 
 A failed test that used one of them shows the tail of the broker logs in its report.
 """
@@ -24,9 +27,11 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 __all__ = [
+    "SASL_USERS",
     "kafka",
     "kafka_cluster3",
     "kafka_cluster3_module",
+    "kafka_secured",
     "kafka_tool",
     "new_topic",
     "pytest_runtest_makereport",
@@ -61,6 +66,36 @@ def kafka_cluster3(kafka_cluster3_module):
     test that stopped or paused nodes, they are started or resumed)."""
     kafka_cluster3_module.restore()
     return kafka_cluster3_module
+
+
+# The SASL users of `kafka_secured`: name -> password.
+SASL_USERS = {"alice": "alice-secret", "bob": "bob-secret"}
+
+
+@pytest.fixture(scope="module")
+def kafka_secured():
+    """A broker as a locked-down site runs it, one per test module, small
+    heap. Beside PLAINTEXT (for the tests' own admin and reading clients:
+    User:ANONYMOUS, a super user) it has:
+
+    - a SASL_PLAINTEXT listener, `listener_bootstrap("SASL")`, offering
+      PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for the users of SASL_USERS;
+    - KRaft's authorizer: a topic without ACLs is open to every user, one
+      with ACLs only to what they allow (add them with AdminClient.create_acls);
+    - auto.create.topics.enable=false: a topic must exist before it is used.
+    """
+    cluster = kafka_tool.Cluster(
+        nodes=1,
+        heap="256m",
+        listeners={"SASL": kafka_tool.sasl_listener(SASL_USERS)},
+        scram_users=SASL_USERS,
+        acls=True,
+        config={"auto.create.topics.enable": "false"},
+    )
+    with cluster:
+        _live["kafka_secured"] = cluster
+        yield cluster
+        del _live["kafka_secured"]
 
 
 def wait_topic_ready(

@@ -13,6 +13,14 @@ As a module::
         c.kill(1)                         # SIGKILL node 1's JVM
         c.start_node(1)                   # back, on the same data and ports
 
+    # Beside PLAINTEXT: a SASL listener (PLAIN and SCRAM users), a TLS one
+    # that wants client certificates, an authorizer (ACLs).
+    users = {"alice": "alice-secret"}
+    with Cluster(listeners={"SASL": sasl_listener(users),
+                            "MTLS": Listener("SSL", {"ssl.client.auth": "required", ...})},
+                 scram_users=users, acls=True) as c:
+        c.listener_bootstrap("SASL")
+
 As a command::
 
     python -m fastcapa_support.kafka_cluster resolve
@@ -38,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # The pom and the jars it resolves live in the repository's tools/kafka.
@@ -77,8 +86,52 @@ logger.state.level = WARN
 """
 
 
+# What a SASL listener offers; SCRAM users are made when the storage is formatted.
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+# KRaft's authorizer: ACLs live in the cluster's metadata.
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+
+
 class KafkaError(RuntimeError):
     """Kafka could not be resolved, formatted or started."""
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A client listener every node opens beside PLAINTEXT.
+
+    `protocol` is Kafka's security protocol (SSL, SASL_PLAINTEXT, SASL_SSL);
+    `config` holds broker properties for this listener alone (written with
+    Kafka's `listener.name.<name>.` prefix, so two listeners of one protocol
+    can differ: one TLS listener that wants client certificates beside one
+    that does not, another with a certificate for another host name).
+    Listener-wide properties (`ssl.keystore.*` for every TLS listener) go in
+    the cluster's `config` or `ssl` instead.
+    """
+
+    protocol: str
+    config: dict[str, object] = field(default_factory=dict)
+
+
+def sasl_listener(users: dict[str, str], protocol: str = "SASL_PLAINTEXT") -> Listener:
+    """A SASL listener offering PLAIN and SCRAM-SHA-256/512.
+
+    PLAIN checks `users` (name -> password) against its JAAS configuration;
+    SCRAM checks the credentials in the cluster's metadata, which exist only
+    for the users given to `Cluster(scram_users=...)`.
+    """
+    plain = " ".join(f'user_{name}="{password}"' for name, password in users.items())
+    config: dict[str, object] = {
+        "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+        "plain.sasl.jaas.config": "org.apache.kafka.common.security.plain.PlainLoginModule "
+        f"required {plain};",
+    }
+    for mechanism in SCRAM_MECHANISMS:
+        config[f"{mechanism.lower()}.sasl.jaas.config"] = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        )
+    return Listener(protocol, config)
 
 
 # ---------------------------------------------------------------- jars
@@ -232,6 +285,14 @@ class Cluster:
     `config` adds or overrides broker properties; `jvm_opts` replaces FAST_JVM.
     `ssl` (broker ssl.* properties: keystore, truststore...) adds an SSL
     listener to each node beside PLAINTEXT; clients find it at `ssl_bootstrap`.
+    `listeners` (name -> Listener) adds more; clients find each at
+    `listener_bootstrap(name)`. `scram_users` (name -> password) get SCRAM
+    credentials (SHA-256 and SHA-512) when the storage is formatted, as KRaft
+    wants them (`kafka-storage format --add-scram`). `acls` turns on KRaft's
+    authorizer: PLAINTEXT clients (the brokers and controllers among them,
+    and the tests' own admin and reading clients) are User:ANONYMOUS, a super
+    user; any other principal may do anything on a resource that has no ACL
+    at all, and only what the ACLs allow on one that has some.
     """
 
     def __init__(
@@ -246,6 +307,9 @@ class Cluster:
         jvm_opts: list[str] | None = None,
         cds: bool = True,
         ssl: dict[str, object] | None = None,
+        listeners: dict[str, Listener] | None = None,
+        scram_users: dict[str, str] | None = None,
+        acls: bool = False,
     ):
         if nodes < 1:
             raise ValueError("nodes must be at least 1")
@@ -258,7 +322,15 @@ class Cluster:
         self.jvm_opts = FAST_JVM if jvm_opts is None else list(jvm_opts)
         self.cds = cds
         self.ssl = dict(ssl or {})  # broker ssl.* properties; adds an SSL listener per node
-        self.ssl_ports: list[int] = []
+        self.listeners = dict(listeners or {})
+        if self.ssl:
+            self.listeners = {"SSL": Listener("SSL"), **self.listeners}
+        for name in self.listeners:
+            if name.upper() in ("PLAINTEXT", "CONTROLLER") or not name.isidentifier():
+                raise ValueError(f"listener name {name!r} is taken or not a name")
+        self.listener_ports: dict[str, list[int]] = {}  # by listener name, then node id
+        self.scram_users = dict(scram_users or {})
+        self.acls = acls
         self.detached = False
         self.ports: list[int] = []  # client (PLAINTEXT) ports by node id
         self.controller_ports: list[int] = []
@@ -274,7 +346,11 @@ class Cluster:
 
     @property
     def ssl_bootstrap(self) -> str:
-        return ",".join(f"127.0.0.1:{p}" for p in self.ssl_ports)
+        return self.listener_bootstrap("SSL")
+
+    def listener_bootstrap(self, name: str) -> str:
+        """The addresses of listener `name` on every node."""
+        return ",".join(f"127.0.0.1:{p}" for p in self.listener_ports[name])
 
     def node_bootstrap(self, i: int) -> str:
         return f"127.0.0.1:{self.ports[i]}"
@@ -453,8 +529,9 @@ class Cluster:
             if self.port and picked[0] != self.port:
                 raise KafkaError(f"port {self.port} is taken")
             self.ports, self.controller_ports = picked[:n], picked[n:]
-        if self.ssl and not self.ssl_ports:
-            self.ssl_ports = _free_ports([None] * self.nodes)
+        for name in self.listeners:
+            if name not in self.listener_ports:
+                self.listener_ports[name] = _free_ports([None] * self.nodes)
         self.cluster_id = self.cluster_id or saved.get("cluster_id") or _cluster_id()
 
     def _save_state(self) -> None:
@@ -498,11 +575,19 @@ class Cluster:
             "broker.heartbeat.interval.ms": 500,
             "broker.session.timeout.ms": 4000,
         }
-        if self.ssl:
-            props["listeners"] += f",SSL://127.0.0.1:{self.ssl_ports[i]}"
-            props["advertised.listeners"] += f",SSL://127.0.0.1:{self.ssl_ports[i]}"
-            props["listener.security.protocol.map"] += ",SSL:SSL"
-            props |= self.ssl
+        props |= self.ssl
+        for name, listener in self.listeners.items():
+            where = f"{name}://127.0.0.1:{self.listener_ports[name][i]}"
+            props["listeners"] += f",{where}"
+            props["advertised.listeners"] += f",{where}"
+            props["listener.security.protocol.map"] += f",{name}:{listener.protocol}"
+            props |= {f"listener.name.{name.lower()}.{k}": v for k, v in listener.config.items()}
+        if self.acls:
+            props |= {
+                "authorizer.class.name": AUTHORIZER,
+                "super.users": "User:ANONYMOUS",
+                "allow.everyone.if.no.acl.found": "true",
+            }
         props |= self.config
         self.node_dir(i).mkdir(parents=True, exist_ok=True)
         text = "".join(f"{k}={v}\n" for k, v in props.items())
@@ -525,6 +610,9 @@ class Cluster:
             conf = str(self.node_dir(i) / "server.properties")
             cmd = self._cmd("32m", "256m", "kafka.tools.StorageTool", "format",
                             "-t", self.cluster_id, "-c", conf)  # fmt: skip
+            for name, password in self.scram_users.items():
+                for mechanism in SCRAM_MECHANISMS:
+                    cmd += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
             with open(self.log_path(i), "ab") as log:
                 procs.append((i, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)))
         failed = [i for i, p in procs if p.wait(120) != 0]

@@ -18,8 +18,10 @@ class Record:
     timestamp_ms: int
 
 
-# What a client hears while a restarted broker takes its partitions back.
+# What a client hears while a restarted broker takes its partitions back
+# (or one woken from SIGSTOP, fenced meanwhile, is unfenced again).
 _LEADER_CHANGING = {
+    KafkaError._UNKNOWN_PARTITION,
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from typing import Any
 
@@ -99,6 +100,22 @@ class VethPair:
     def start(self, module: str, *args: str, **popen: Any) -> subprocess.Popen:
         """Starts `fastcapa_support.<module>` in the namespace, in the background."""
         return subprocess.Popen(self.command(module, *args), env=child_env(), **popen)
+
+    def set_probe_link(self, up: bool, timeout: float = 10) -> None:
+        """Sets the probe's end down or up, as an operator or a flapping
+        cable would; up, waits until both ends carry frames again (the
+        kernel's link watch starts their queues a moment after)."""
+        ip("link", "set", self.probe_side, "up" if up else "down")
+        if not up:
+            return
+        deadline = time.monotonic() + timeout
+        while not (self._operational(()) and self._operational(("-n", self.netns))):
+            assert time.monotonic() < deadline, f"{self.probe_side} not up in {timeout} s"
+            time.sleep(0.05)
+
+    def _operational(self, where: tuple[str, ...]) -> bool:
+        name = self.sender_side if where else self.probe_side
+        return "state UP" in ip(*where, "-o", "link", "show", "dev", name).stdout
 
     def send(self, capture: str, rate: int = 0, timeout: float = 300) -> dict:
         """Sends every frame of a capture file from inside the namespace, in

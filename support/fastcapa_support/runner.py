@@ -27,14 +27,17 @@ class Run:
         return [line for line in self.stderr.splitlines() if "error" in line]
 
 
-def run_fastcapa(*args: str, timeout: float = 120, stdin: bytes | None = None) -> Run:
-    """Runs the installed `fastcapa` command as an operator would."""
+def run_fastcapa(
+    *args: str, timeout: float = 120, stdin: bytes | None = None, env: dict | None = None
+) -> Run:
+    """Runs the installed `fastcapa` command as an operator would; `env`
+    adds to (or overrides) the environment."""
     proc = subprocess.run(
         [sys.executable, "-m", "fastcapa", *args],
         capture_output=True,
         timeout=timeout,
         input=stdin,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     return Run(proc.returncode, proc.stdout, proc.stderr.decode(errors="replace"))
 
@@ -55,51 +58,77 @@ def assert_accounting(report: dict) -> None:
 
 
 class Probe:
-    """`fastcapa -i` running in the background, as an operator starts it."""
+    """`fastcapa -i` running in the background, as an operator starts it.
+
+    Its stderr goes to a file (a pipe nobody reads would stall it once
+    full), which a test may read while it runs; a JSON report every second.
+    """
 
     def __init__(
         self, iface: str, topic: str, bootstrap: str, tmp: Path, *args: str, prefix=()
     ) -> None:
         """`prefix`: a command to start it under, e.g. setpriv with other credentials."""
         self.stats = tmp / f"stats-{topic}.jsonl"
-        self.proc = subprocess.Popen(
-            [
-                *prefix,
-                sys.executable,
-                "-m",
-                "fastcapa",
-                "-i",
-                iface,
-                "-t",
-                topic,
-                "-k",
-                bootstrap,
-                "--stats-json",
-                str(self.stats),
-                "--stats-interval",
-                "1",
-                *args,
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        banner = self.proc.stderr.readline()
-        assert "capturing on" in banner, banner + self.proc.stderr.read()
+        self.err_path = tmp / f"stderr-{topic}.txt"
+        with open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen(
+                [*prefix, sys.executable, "-m", "fastcapa", "-i", iface, "-t", topic,
+                 "-k", bootstrap, "--stats-json", str(self.stats), "--stats-interval", "1",
+                 *args],
+                stderr=err,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        try:
+            self.wait_stderr("capturing on", 60)
+        except AssertionError:
+            self.kill()
+            raise
 
-    def stop(self, timeout: float = 60) -> tuple[int, str, dict]:
-        """SIGTERM, then the exit status, stderr and the final report."""
-        self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=timeout)
-        reports = [json.loads(line) for line in self.stats.read_text().splitlines()]
-        assert reports[-1]["final"], err
-        return self.proc.returncode, err, reports[-1]
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def wait_stderr(self, text: str, timeout: float = 30) -> None:
+        """Until `text` shows on the probe's stderr; fails if it exits first."""
+        deadline = time.monotonic() + timeout
+        while text not in self.stderr():
+            assert self.proc.poll() is None, f"exited waiting for {text!r}:\n{self.stderr()}"
+            assert time.monotonic() < deadline, f"no {text!r} in {timeout} s:\n{self.stderr()}"
+            time.sleep(0.05)
+
+    def last(self) -> dict | None:
+        """The latest complete report, None before the first."""
+        text = self.stats.read_text() if self.stats.exists() else ""
+        lines = text.split("\n")[:-1]  # the last may be still half-written
+        return json.loads(lines[-1]) if lines else None
+
+    def stop(self, timeout: float = 60, sig: int = signal.SIGTERM) -> tuple[int, str, dict]:
+        """`sig` (SIGTERM), then the exit status, stderr and the final report."""
+        self.proc.send_signal(sig)
+        return self.finish(timeout)
+
+    def finish(self, timeout: float = 60) -> tuple[int, str, dict]:
+        """Until it exits (on its own, or on a signal sent before); the exit
+        status, stderr and the final report."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"still running after {timeout} s:\n{self.stderr()}") from None
+        report = self.last()
+        assert report is not None and report["final"], self.stderr()
+        return self.proc.returncode, self.stderr(), report
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def wait_taken(self, frames: int, timeout: float = 30) -> None:
         """Until the probe's reports say the kernel saw `frames` frames."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            lines = self.stats.read_text().splitlines() if self.stats.exists() else []
-            if lines and json.loads(lines[-1])["nic"]["taken_in"] >= frames:
+            report = self.last()
+            if report is not None and report["nic"]["taken_in"] >= frames:
                 return
             time.sleep(0.2)
 

@@ -1,0 +1,161 @@
+"""Reaching Kafka as a locked-down site runs it: SASL users, ACLs, and
+topics that do not exist yet.
+
+The README promises that SASL works by passing librdkafka's settings
+through (`-X` or the INI file); these tests do that against a real broker
+(`kafka_secured`: a SASL listener with PLAIN and SCRAM users, ACLs enforced,
+no topic created on first use) and against the session's broker, which does
+create topics on first use (Kafka's default). Each run replays a small
+capture file and the topic is read back over PLAINTEXT by an independent
+consumer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+
+import pytest
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
+
+from fastcapa_support.fixtures import SASL_USERS
+from fastcapa_support.kafka_read import read_topic
+from fastcapa_support.pcapref import write_capture
+from fastcapa_support.runner import assert_accounting, assert_clean_failure, udp_frame
+
+pytestmark = pytest.mark.kafka
+
+FRAMES = [udp_frame(b"a" * 100, src=i % 200 + 1, sport=i) for i in range(200)]
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory) -> str:
+    """FRAMES, stamped now (a record older than the topic's retention would
+    be deleted at the broker's next check)."""
+    now_us = time.time_ns() // 1000
+    path = tmp_path_factory.mktemp("access") / "frames.pcap"
+    return write_capture(str(path), [(now_us + i, f) for i, f in enumerate(FRAMES)])
+
+
+def sasl(cluster, mechanism: str, user: str, password: str) -> list[str]:
+    return [
+        "-k", cluster.listener_bootstrap("SASL"),
+        "-X", "security.protocol=SASL_PLAINTEXT",
+        "-X", f"sasl.mechanism={mechanism}",
+        "-X", f"sasl.username={user}",
+        "-X", f"sasl.password={password}",
+    ]  # fmt: skip
+
+
+def event_lines(stderr: str) -> list[str]:
+    """What the workers told the operator (lines naming a worker thread)."""
+    return [line for line in stderr.splitlines() if line.startswith("fastcapa: fcapa-")]
+
+
+def allow(cluster, topic: str, user: str, operation: AclOperation) -> None:
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    acl = AclBinding(
+        ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, f"User:{user}", "*",
+        operation, AclPermissionType.ALLOW,
+    )  # fmt: skip
+    admin.create_acls([acl])[acl].result(30)
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_a_sasl_user_delivers_every_frame(mechanism, kafka_secured, new_topic, capture, fastcapa):
+    topic = new_topic(cluster=kafka_secured)
+    run = fastcapa(
+        "-r", capture, "-t", topic, *sasl(kafka_secured, mechanism, "alice", SASL_USERS["alice"])
+    )
+    assert run.status == 0, run.stderr
+    assert not event_lines(run.stderr), run.stderr
+    assert [r.value for r in read_topic(kafka_secured.bootstrap, topic)] == FRAMES
+
+
+def test_a_wrong_password_is_one_line_at_start(kafka_secured, capture, fastcapa):
+    run = fastcapa(
+        "-r", capture, "--connect-timeout", "5",
+        *sasl(kafka_secured, "SCRAM-SHA-256", "alice", "not-her-password"),
+    )  # fmt: skip
+    assert_clean_failure(run, 2)
+    assert "Authentication failed" in run.stderr, run.stderr
+
+
+def test_a_topic_the_user_may_not_write_is_one_reason_counted_at_kaf(
+    kafka_secured, new_topic, capture, tmp_path, fastcapa
+):
+    """alice may see the topic (DESCRIBE) but not write it: every frame is
+    refused by the broker, counted at [kaf], and the operator reads one
+    reason (repeats said only at the 10th and 100th time)."""
+    topic = new_topic(cluster=kafka_secured)
+    allow(kafka_secured, topic, "alice", AclOperation.DESCRIBE)
+    stats = tmp_path / "stats.jsonl"
+    run = fastcapa(
+        "-r", capture, "-t", topic, "--stats-json", str(stats),
+        *sasl(kafka_secured, "PLAIN", "alice", SASL_USERS["alice"]),
+    )  # fmt: skip
+    assert run.status == 0, run.stderr
+    report = json.loads(stats.read_text().splitlines()[-1])
+    assert_accounting(report)
+    assert report["kaf"]["drops"] == len(FRAMES) and report["kaf"]["out"] == 0, report["kaf"]
+    said = event_lines(run.stderr)
+    assert said, run.stderr
+    reasons = {line.split("): ", 1)[-1] for line in said}
+    assert len(reasons) == 1 and "Topic authorization failed" in reasons.pop(), said
+    assert [line.split("(")[1].split()[0] for line in said] == ["1", "10", "100"], said
+    assert read_topic(kafka_secured.bootstrap, topic) == []
+
+
+def test_a_topic_the_user_may_not_see_is_one_line_at_start(
+    kafka_secured, new_topic, capture, fastcapa
+):
+    """The topic has ACLs, none for alice: she may not even see it, and the
+    probe says so at start instead of queueing frames it cannot deliver."""
+    topic = new_topic(cluster=kafka_secured)
+    allow(kafka_secured, topic, "bob", AclOperation.WRITE)
+    run = fastcapa(
+        "-r", capture, "-t", topic, "--connect-timeout", "10",
+        *sasl(kafka_secured, "PLAIN", "alice", SASL_USERS["alice"]),
+    )  # fmt: skip
+    assert_clean_failure(run, 2)
+    assert topic in run.stderr and "not authorized" in run.stderr, run.stderr
+
+
+def test_a_missing_topic_without_auto_creation_is_one_line_at_start(
+    kafka_secured, capture, fastcapa
+):
+    """A broker that does not create topics on first use: a probe pointed at
+    a topic that does not exist says so at start (exit 2), at once, rather
+    than queueing frames until librdkafka gives up on the topic."""
+    topic = f"no-such-topic-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    run = fastcapa("-r", capture, "-t", topic, "-k", kafka_secured.bootstrap)
+    assert_clean_failure(run, 2)
+    assert f"topic {topic} does not exist" in run.stderr, run.stderr
+    assert time.monotonic() - started < 20, "the missing topic was noticed late"
+
+
+def test_a_missing_topic_with_auto_creation_is_created_and_filled(
+    kafka, capture, tmp_path, fastcapa
+):
+    """Kafka's default: the first use creates the topic (one partition here).
+    Every frame is delivered, and the operator sees no error on the way."""
+    topic = f"made-on-first-use-{uuid.uuid4().hex[:8]}"
+    stats = tmp_path / "stats.jsonl"
+    run = fastcapa("-r", capture, "-t", topic, "-k", kafka.bootstrap, "--stats-json", str(stats))
+    assert run.status == 0, run.stderr
+    report = json.loads(stats.read_text().splitlines()[-1])
+    assert_accounting(report)
+    assert report["kaf"]["out"] == len(FRAMES), report["kaf"]
+    assert not event_lines(run.stderr), run.stderr
+    assert "error" not in run.stderr, run.stderr
+    assert Counter(r.value for r in read_topic(kafka.bootstrap, topic)) == Counter(FRAMES)
