@@ -38,10 +38,8 @@ use crate::counters::DumpSnapshot;
 use crate::source::CaptureError;
 
 /// The reorder bound `T` (see `merge.rs`): within one partition no record's
-/// capture time is more than this below that of a record before it.
-/// Measured on the probe's own topics (docs/dump.md): up to 0.33 s on a live
-/// capture with three transmit workers, 1.8 s when one producer stalled,
-/// 1.6 s on a replay three times faster than the capture.
+/// capture time is more than this below that of a record before it. Chosen
+/// from the disorder measured on the probe's own topics (docs/dump.md).
 pub const REORDER_BOUND_US: u64 = 2_000_000;
 
 /// Most bytes of frames waiting in the merge before the smallest is written
@@ -204,6 +202,10 @@ impl Dump {
             .to_string();
         let defaults = [
             ("queued.max.messages.kbytes", per_queue.as_str()),
+            // librdkafka's default keeps 100000 records queued per partition
+            // whatever their bytes, each with a few hundred bytes of
+            // bookkeeping; a few read batches' worth keeps up (docs/dump.md).
+            ("queued.min.messages", "5000"),
             // librdkafka waits a whole second before fetching again for a
             // queue that was full; the engine empties queues in turn.
             ("fetch.queue.backoff.ms", "10"),
