@@ -135,12 +135,13 @@ class TxWorker:
     def counters(self) -> dict[str, int]: ...
     def events(self) -> _EventBatch: ...
 
+@final
 class Dump:
     """`fastcapa dump`'s query: opened (filter compiled, Kafka reached, the
     topic's offsets read) when made; `run` works without the GIL."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         topic: str,
         settings: list[tuple[str, str]],
         output_fd: int,
@@ -152,7 +153,7 @@ class Dump:
         follow: bool = False,
         filter: str | None = None,
         timeout: float = 10.0,
-    ) -> None: ...
+    ) -> Self: ...
     def run(self, seconds: float) -> bool: ...
     def finish(self) -> None: ...
     def counters(self) -> dict[str, int]: ...
