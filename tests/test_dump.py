@@ -428,7 +428,12 @@ def test_a_topic_that_breaks_the_bound_loses_nothing(kafka, new_topic, fastcapa,
     for ts, _ in back:
         inversions += ts < latest
         latest = max(latest, ts)
-    assert ("reorder bound allows" in run.stderr) == (worst > 2_000_000), (worst, run.stderr)
+    # Lateness is read record by record (a record more than the bound below
+    # the one before it): never said of a topic that keeps the bound, and
+    # always of one where a producer fell far behind (a jump back of seconds).
+    said = "reorder bound allows" in run.stderr
+    assert not said or worst > 2_000_000, (worst, run.stderr)
+    assert said or worst < 6_000_000, (worst, run.stderr)
     if inversions:
         assert f"{inversions} written out of time order" in run.stderr, run.stderr
     else:

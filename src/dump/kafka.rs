@@ -379,10 +379,6 @@ impl Reader {
             text.to_string_lossy()
         ))
     }
-
-    pub fn topic(&self) -> &str {
-        &self.name
-    }
 }
 
 impl Drop for Reader {

@@ -110,21 +110,6 @@ pub enum DumpError {
     Io(#[from] io::Error),
 }
 
-impl DumpError {
-    /// Whether the dump could not start (a usage or configuration error),
-    /// as opposed to failing while running.
-    pub fn at_start(&self) -> bool {
-        matches!(
-            self,
-            DumpError::Setting { .. }
-                | DumpError::Create(_)
-                | DumpError::Unreachable { .. }
-                | DumpError::NoTopic(_)
-                | DumpError::Filter(_)
-        )
-    }
-}
-
 /// Where each partition stands.
 struct Part {
     /// Offsets at and past this are not read (the end seen at start).
