@@ -11,7 +11,8 @@ the topic's offsets to the last frame written, like the replay's; the peak
 RSS is the child's, from the kernel.
 
 Figures: dump frames/s ÷ replay frames/s (goal >= 1.0), the window's time ÷
-the whole dump's time, and the dump's peak RSS.
+the whole dump's time (both with their connecting and search: for a window
+the fixed costs are the point), and the dump's peak RSS.
 
     python bench/wayback.py --child TOPIC BOOTSTRAP [START END]   (one dump)
 """
