@@ -11,6 +11,8 @@ Scenarios (issue 6):
            captured by fastcapa (1 and 2 queues), `tcpdump -w /dev/null` (the
            capture floor) and the pycapa-style baseline on libpcap
   scaling  replay with receive queues x transmit workers from 1 to the cores
+  wayback  `fastcapa dump` of the topic a replay wrote: frames/s beside the
+           replay's, a one-second window, peak RSS (bench/wayback.py)
 
 Every figure comes with the run's other figures: ratios are what counts, the
 absolute numbers depend on what else the two cores were doing. CPU is user +
@@ -21,7 +23,7 @@ tool is also run on a 1,000-frame file and that start-up cost is subtracted
 
 Writes bench/results/<UTC time>.json and .md, and bench/plots/*.png.
 
-    bench/run.py [--frames N] [--live-frames N] [--repeat R] [--only replay,live,scaling]
+    bench/run.py [--frames N] [--live-frames N] [--repeat R] [--only replay,live,scaling,wayback]
 """
 
 from __future__ import annotations
@@ -629,6 +631,13 @@ def ratios(result: dict) -> dict:
             out[f"replay {label}"]["cpu_vs_before"] = ratio(
                 fast["net_cpu_s_per_mframe"], before["net_cpu_s_per_mframe"]
             )
+    if "wayback" in result:
+        back = result["wayback"]
+        out["wayback"] = {
+            "dump_vs_replay": back["dump_vs_replay"],
+            "window_vs_dump": back["window_vs_dump"],
+            "dump_peak_rss_mb": back["dump_peak_rss_mb"],
+        }
     replay_ceiling = result.get("replay", {})
     for label, tools in result.get("live", {}).items():
         tcpdump = tools["tcpdump"]["cpu_us_per_packet"]
@@ -708,6 +717,10 @@ def markdown(result: dict) -> str:
                 f"{r['net_cpu_s_per_mframe']} | {versus} |"
             )
         lines.append("")
+    if "wayback" in result:
+        import wayback
+
+        lines += wayback.markdown(result["wayback"])
     lines += ["Ratios:", "", "```", json.dumps(result["ratios"], indent=1), "```", ""]
     return "\n".join(lines)
 
@@ -722,7 +735,7 @@ def main() -> int:
     # Medians of three interleaved runs: on two shared cores one run of a
     # tool can be 30 % off the next.
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", default="replay,live,scaling")
+    parser.add_argument("--only", default="replay,live,scaling,wayback")
     parser.add_argument(
         "--broker-dir",
         help="use the broker fastcapa_support.kafka_cluster runs there (default: start one)",
@@ -807,6 +820,12 @@ def main() -> int:
                 label: {k.split()[-1]: v for k, v in tools.items()}
                 for label, tools in scaled.items()
             }
+        if "wayback" in only:
+            import wayback
+
+            result["wayback"] = wayback.scenario(
+                broker, capture(args.frames, 64), CACHE, args.frames, args.repeat
+            )
         broker.close()
     result["load_after"] = os.getloadavg()
     result["ratios"] = ratios(result)

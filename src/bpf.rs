@@ -35,6 +35,35 @@ impl fmt::Debug for BpfProgram {
     }
 }
 
+/// A libpcap handle on an empty pcap file of link-layer type `linktype`:
+/// libpcap itself maps the file's LINKTYPE_ value to the DLT_ value its
+/// filter compiler takes (they differ for some types, raw IP among them).
+fn file_handle(linktype: u32) -> Result<pcap::Capture<pcap::Offline>, pcap::Error> {
+    use std::io::Write;
+    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+
+    let mut header = Vec::with_capacity(24);
+    header.extend_from_slice(&0xA1B2_C3D4u32.to_ne_bytes());
+    header.extend_from_slice(&2u16.to_ne_bytes());
+    header.extend_from_slice(&4u16.to_ne_bytes());
+    header.extend_from_slice(&[0; 8]);
+    header.extend_from_slice(&DEFAULT_FILTER_SNAPLEN.to_ne_bytes());
+    header.extend_from_slice(&linktype.to_ne_bytes());
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 returns.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(pcap::Error::IoError(io::Error::last_os_error().kind()));
+    }
+    // SAFETY: pipe2 just made these descriptors; nothing else owns them.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // 24 bytes fit in any pipe's buffer; dropping the write end ends the file.
+    std::fs::File::from(write)
+        .write_all(&header)
+        .map_err(|e| pcap::Error::IoError(e.kind()))?;
+    // SAFETY: the read end is handed over whole; the capture closes it.
+    unsafe { pcap::Capture::from_raw_fd(read.into_raw_fd()) }
+}
+
 /// libpcap's message, without the pcap crate's "libpcap error: " prefix.
 fn pcap_message(e: pcap::Error) -> String {
     let msg = e.to_string();
@@ -59,6 +88,19 @@ fn shown_filter(expr: &str) -> String {
         Some((cut, _)) => format!("{}...", &expr[..cut]),
         None => expr.to_string(),
     }
+}
+
+// libpcap's own BPF interpreter and checker (pcap/bpf.h). `bpf_insn` has
+// the layout of the kernel's `sock_filter`, which holds our instructions.
+#[link(name = "pcap")]
+extern "C" {
+    fn bpf_filter(
+        pc: *const libc::sock_filter,
+        packet: *const u8,
+        wirelen: libc::c_uint,
+        buflen: libc::c_uint,
+    ) -> libc::c_uint;
+    fn bpf_validate(pc: *const libc::sock_filter, len: libc::c_int) -> libc::c_int;
 }
 
 const BPF_CLASS_MASK: u16 = 0x07;
@@ -108,11 +150,51 @@ impl BpfProgram {
         BpfProgram::from_pcap(expr, &program, snaplen)
     }
 
-    fn from_pcap(
+    /// Compiles tcpdump syntax for the records of a pcap file of link-layer
+    /// type `linktype` (the file header's LINKTYPE_ value), to be run in user
+    /// space with [`matches`](Self::matches), as `tcpdump -r` runs it on that
+    /// file: no kernel limit on its length.
+    pub fn compile_offline(expr: &str, linktype: u32) -> Result<BpfProgram, CaptureError> {
+        let file = file_handle(linktype).map_err(|e| invalid_filter(expr, e))?;
+        let program = file
+            .compile(expr, true)
+            .map_err(|e| invalid_filter(expr, e))?;
+        let insns = BpfProgram::instructions_of(expr, &program)?;
+        // SAFETY: `insns` is a valid slice of bpf_insn-shaped instructions.
+        let valid = unsafe { bpf_validate(insns.as_ptr(), insns.len() as libc::c_int) };
+        if valid == 0 {
+            return Err(CaptureError::InvalidFilter {
+                expr: shown_filter(expr),
+                msg: "libpcap produced a program it does not accept".into(),
+            });
+        }
+        Ok(BpfProgram { insns })
+    }
+
+    /// Whether a frame passes the program, in user space (libpcap's own
+    /// interpreter): `frame` the bytes at hand, `wire_len` the frame's
+    /// length on the wire (what `len`, `less` and `greater` test).
+    #[inline]
+    pub fn matches(&self, frame: &[u8], wire_len: u32) -> bool {
+        let buflen = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        // SAFETY: the program was checked by bpf_validate (compile_offline)
+        // or built by libpcap; bpf_filter reads at most `buflen` bytes of
+        // `frame` and returns 0 for a load past them.
+        unsafe {
+            bpf_filter(
+                self.insns.as_ptr(),
+                frame.as_ptr(),
+                wire_len.max(buflen),
+                buflen,
+            ) != 0
+        }
+    }
+
+    /// The instructions of a libpcap program.
+    fn instructions_of(
         expr: &str,
         program: &pcap::BpfProgram,
-        snaplen: u32,
-    ) -> Result<BpfProgram, CaptureError> {
+    ) -> Result<Vec<libc::sock_filter>, CaptureError> {
         let invalid = |msg: String| CaptureError::InvalidFilter {
             expr: shown_filter(expr),
             msg,
@@ -139,6 +221,19 @@ impl BpfProgram {
         if insns.is_empty() {
             return Err(invalid("libpcap produced an empty program".into()));
         }
+        Ok(insns)
+    }
+
+    fn from_pcap(
+        expr: &str,
+        program: &pcap::BpfProgram,
+        snaplen: u32,
+    ) -> Result<BpfProgram, CaptureError> {
+        let insns = BpfProgram::instructions_of(expr, program)?;
+        let invalid = |msg: String| CaptureError::InvalidFilter {
+            expr: shown_filter(expr),
+            msg,
+        };
         if insns.len() > BPF_MAXINSNS {
             return Err(invalid(format!(
                 "compiles to {} BPF instructions, more than the kernel's {BPF_MAXINSNS}",
@@ -232,6 +327,45 @@ mod tests {
             rets(&BpfProgram::compile("", 0).unwrap()),
             vec![DEFAULT_FILTER_SNAPLEN]
         );
+    }
+
+    #[test]
+    fn offline_programs_match_in_user_space() {
+        let udp = |dport: u16, vlan: bool| -> Vec<u8> {
+            let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+            if vlan {
+                f.extend_from_slice(&[0x81, 0x00, 0x00, 100]);
+            }
+            f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 32, 0, 1, 0, 0, 64, 17, 0, 0]);
+            f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+            f.extend_from_slice(&1234u16.to_be_bytes());
+            f.extend_from_slice(&dport.to_be_bytes());
+            f.extend_from_slice(&[0, 12, 0, 0, 1, 2, 3, 4]);
+            f
+        };
+        let dns = BpfProgram::compile_offline("udp port 53", 1).unwrap();
+        assert!(dns.matches(&udp(53, false), 42));
+        assert!(!dns.matches(&udp(80, false), 42));
+        // Read from a file, a VLAN tag is in the frame: `vlan` finds it.
+        let tagged = BpfProgram::compile_offline("vlan 100 and udp port 53", 1).unwrap();
+        assert!(tagged.matches(&udp(53, true), 46));
+        assert!(!tagged.matches(&udp(53, false), 42));
+        // `greater` tests the length on the wire, not what was kept.
+        let big = BpfProgram::compile_offline("greater 1000", 1).unwrap();
+        assert!(big.matches(&udp(53, false), 1500));
+        assert!(!big.matches(&udp(53, false), 42));
+        // A load past the bytes at hand fails the match, safely.
+        let deep = BpfProgram::compile_offline("ether[5000] = 1", 1).unwrap();
+        assert!(!deep.matches(&udp(53, false), 6000));
+        // Other link types: raw IP (101) has no Ethernet header.
+        let raw = BpfProgram::compile_offline("udp port 53", 101).unwrap();
+        assert!(raw.matches(&udp(53, false)[14..], 28));
+        assert!(!raw.matches(&udp(80, false)[14..], 28));
+        // Link types libpcap cannot filter, and bad syntax, are errors.
+        for (expr, linktype) in [("udp port 53", 147), ("udp prot 53", 1)] {
+            let e = BpfProgram::compile_offline(expr, linktype).unwrap_err();
+            assert!(matches!(e, CaptureError::InvalidFilter { .. }), "{e}");
+        }
     }
 
     #[test]

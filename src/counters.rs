@@ -87,6 +87,41 @@ counters! {
     }
 }
 
+counters! {
+    /// What `fastcapa dump` read and what became of it. The dump keeps the
+    /// plain snapshot (one thread does all its work); Python gets the names.
+    DumpCounters => DumpSnapshot {
+        /// Records read from Kafka, in the window or not.
+        read,
+        /// Records written to the file.
+        written,
+        /// Bytes of frames written (record headers not included).
+        written_bytes,
+        /// Records of the window the filter did not match.
+        filtered,
+        /// Skipped: a record without a key.
+        no_key,
+        /// Skipped: a key that is not 8 bytes.
+        bad_key,
+        /// Skipped: no value at all (null; an empty one is written).
+        no_value,
+        /// Skipped: a capture time a pcap record cannot hold (after 2106,
+        /// or before 1901).
+        bad_time,
+        /// Written cut to the pcap limit of 262144 bytes.
+        cut,
+        /// Written with the value's length as the wire length, the record's
+        /// `orig_len` header being malformed.
+        bad_orig_len,
+        /// Read more than the reorder bound earlier than the record before
+        /// it in its partition: the topic does not keep the bound there.
+        late,
+        /// Written after a record with a later capture time (it arrived
+        /// later than the reorder bound allows).
+        out_of_order,
+    }
+}
+
 /// Adds `n` to a counter that only its owning worker writes.
 #[inline]
 pub fn bump(counter: &AtomicU64, n: u64) {

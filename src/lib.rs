@@ -7,6 +7,7 @@ pub mod afpacket;
 pub mod bpf;
 pub mod capfile;
 pub mod counters;
+pub mod dump;
 pub mod events;
 pub mod flow;
 pub mod privileges;

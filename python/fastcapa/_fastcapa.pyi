@@ -7,6 +7,8 @@ from typing import Literal, Self, final
 LIBRDKAFKA_VERSION: str
 RX_COUNTERS: list[str]
 TX_COUNTERS: list[str]
+DUMP_COUNTERS: list[str]
+DUMP_REORDER_BOUND_US: int
 
 _Fanout = Literal["hash", "qm", "cpu", "lb"]
 _Idle = Literal["spin", "poll"]
@@ -132,5 +134,31 @@ class TxWorker:
     def name(self) -> str: ...
     def counters(self) -> dict[str, int]: ...
     def events(self) -> _EventBatch: ...
+
+@final
+class Dump:
+    """`fastcapa dump`'s query: opened (filter compiled, Kafka reached, the
+    topic's offsets read) when made; `run` works without the GIL."""
+
+    def __new__(
+        cls,
+        topic: str,
+        settings: list[tuple[str, str]],
+        output_fd: int,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        count: int = 0,
+        linktype: int = 1,
+        follow: bool = False,
+        filter: str | None = None,
+        timeout: float = 10.0,
+    ) -> Self: ...
+    def run(self, seconds: float) -> bool: ...
+    def finish(self) -> None: ...
+    def counters(self) -> dict[str, int]: ...
+    @property
+    def partitions(self) -> int: ...
+    def close(self) -> None: ...
 
 def drop_privileges(user: tuple[int, int] | None = None) -> None: ...

@@ -301,6 +301,12 @@ def dump_parser() -> argparse.ArgumentParser:
         help="link-layer header type of the file (1: Ethernet)",
     )
     output.add_argument(
+        "--filter",
+        metavar="EXPR",
+        help="write only the frames this tcpdump-syntax filter matches"
+        " (compiled by libpcap for --linktype)",
+    )
+    output.add_argument(
         "--follow",
         action="store_true",
         help="keep reading new records; without it, stop at the end offsets seen at start",
@@ -337,6 +343,7 @@ def run_dump(argv: list[str]) -> int:
         linktype=args.linktype,
         follow=args.follow,
         timeout=args.timeout,
+        filter=args.filter,
     )
     return dump.run(settings, query)
 

@@ -2,6 +2,7 @@
 //! stages, so the control plane can build the topology from objects. Nothing
 //! below this folder knows about Python.
 
+mod dump;
 pub mod errors;
 mod live;
 mod readout;
@@ -21,10 +22,16 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<live::RxGroup>()?;
     m.add_class::<live::RxWorker>()?;
     m.add_class::<transmit::TxWorker>()?;
+    m.add_class::<dump::Dump>()?;
     m.add_function(wrap_pyfunction!(drop_privileges, m)?)?;
     m.add("LIBRDKAFKA_VERSION", rdkafka::util::get_rdkafka_version().1)?;
     m.add("RX_COUNTERS", crate::counters::RxCounters::NAMES.to_vec())?;
     m.add("TX_COUNTERS", crate::counters::TxCounters::NAMES.to_vec())?;
+    m.add(
+        "DUMP_COUNTERS",
+        crate::counters::DumpCounters::NAMES.to_vec(),
+    )?;
+    m.add("DUMP_REORDER_BOUND_US", crate::dump::REORDER_BOUND_US)?;
     Ok(())
 }
 

@@ -1,0 +1,550 @@
+//! `fastcapa dump`: the way back, Kafka to a pcap file, as a query engine.
+//!
+//! A query is a time window (`--from`/`--to`, matched on the key), a filter
+//! in tcpdump syntax, a count. The engine answers it in four steps, all on
+//! the calling thread (Python releases the GIL and calls [`Dump::step`] for a
+//! bounded time, so Ctrl-C and the progress line stay responsive):
+//!
+//! 1. **Seek** (`seek.rs`): with `--from`, each partition's start offset is
+//!    found by searching the keys (not the records' Kafka timestamps, which
+//!    may be the capture time or the time of production).
+//! 2. **Read** (`kafka.rs`): each partition is consumed as its own stream
+//!    (librdkafka's simple consumer, one fetch queue per partition), up to the
+//!    end offsets seen at start (or forever with `--follow`); a partition
+//!    stops as soon as it is past `--to`.
+//! 3. **Merge** (`merge.rs`): records wait in per-partition order until no
+//!    partition can still deliver an earlier one, then leave in capture-time
+//!    order across the whole topic, within the reorder bound.
+//! 4. **Write** (`pcap.rs`): each record is checked (key, value, length,
+//!    time) and, if it passes the window and the filter, written to a classic
+//!    pcap file through one large buffer. What cannot be written as it is
+//!    is skipped or cut and counted by kind ([`DumpSnapshot`]).
+
+pub mod kafka;
+pub mod merge;
+pub mod pcap;
+pub mod seek;
+
+use std::fs::File;
+use std::io;
+use std::time::{Duration, Instant};
+
+use self::kafka::{Msg, Reader};
+use self::merge::{Held, Merge};
+use self::pcap::{PcapWriter, Skip, LATEST_KEY_US};
+use self::seek::Bracket;
+use crate::bpf::BpfProgram;
+use crate::counters::DumpSnapshot;
+use crate::source::CaptureError;
+
+/// The reorder bound `T` (see `merge.rs`): within one partition no record's
+/// capture time is more than this below that of a record before it. Chosen
+/// from the disorder measured on the probe's own topics (docs/dump.md).
+pub const REORDER_BOUND_US: u64 = 2_000_000;
+
+/// Most bytes of frames waiting in the merge before the smallest is written
+/// regardless (the memory bound of the merge).
+pub const MAX_HELD_BYTES: usize = 256 << 20;
+
+/// Total librdkafka may prefetch, spread over the partitions' queues.
+const PREFETCH_KBYTES: usize = 32 << 10;
+
+/// Most records one read of a partition hands over.
+const READ_BATCH: usize = 1024;
+
+/// `--follow`: how long a partition must stay caught up before it no longer
+/// holds the others back.
+const SETTLE_MS: u32 = 1000;
+
+/// A partition counts as past `--to` after this many records in a row with
+/// capture times past `--to` plus the reorder bound (more than one, so a
+/// single wild key does not end it).
+const PAST_END_RUN: u32 = 16;
+
+/// What the operator asked for.
+#[derive(Debug, Clone)]
+pub struct DumpConfig {
+    pub topic: String,
+    /// librdkafka settings (from -c, -X, -k).
+    pub settings: Vec<(String, String)>,
+    /// First and last capture time of the window, µs, inclusive.
+    pub start: Option<u64>,
+    pub end: Option<u64>,
+    /// Stop after this many frames (0: no limit).
+    pub count: u64,
+    pub linktype: u32,
+    pub follow: bool,
+    pub filter: Option<String>,
+    /// How long to wait for Kafka's answers.
+    pub timeout: Duration,
+    pub reorder_bound_us: u64,
+    pub max_held_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// A librdkafka property it does not know, or a value it refuses.
+    #[error("invalid Kafka setting {key}={value}: {reason}")]
+    Setting {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("cannot create the Kafka consumer: {0}")]
+    Create(String),
+    #[error("cannot reach Kafka at {bootstrap} within {seconds} s: {reason}")]
+    Unreachable {
+        bootstrap: String,
+        seconds: f64,
+        reason: String,
+    },
+    #[error("topic {0:?} does not exist")]
+    NoTopic(String),
+    #[error(transparent)]
+    Filter(CaptureError),
+    /// Kafka failed while reading.
+    #[error("{0}")]
+    Kafka(String),
+    /// Writing the file failed (a reader that went away: `BrokenPipe`).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Where each partition stands.
+struct Part {
+    /// Offsets at and past this are not read (the end seen at start).
+    stop: i64,
+    /// Records in a row past `--to` plus the bound.
+    past_end: u32,
+}
+
+/// The search for `--from`, while it runs.
+struct Seeking {
+    probe: Reader,
+    brackets: Vec<Bracket>,
+}
+
+/// One query, from connecting to the last byte written.
+pub struct Dump {
+    cfg: DumpConfig,
+    reader: Reader,
+    seeking: Option<Seeking>,
+    writer: PcapWriter<File>,
+    filter: Option<BpfProgram>,
+    merge: Merge,
+    parts: Vec<Part>,
+    counts: DumpSnapshot,
+    last_written: u64,
+    epoch: Instant,
+    /// When a record (or a partition's end) last arrived.
+    progress_at: Instant,
+    done: bool,
+}
+
+impl Dump {
+    /// Compiles the filter, connects, finds the topic and its offsets.
+    /// Waits up to `cfg.timeout` for each of Kafka's answers.
+    pub fn open(cfg: DumpConfig, output: File) -> Result<Dump, DumpError> {
+        let filter = match &cfg.filter {
+            Some(expr) => {
+                Some(BpfProgram::compile_offline(expr, cfg.linktype).map_err(DumpError::Filter)?)
+            }
+            None => None,
+        };
+        // The first client finds the partitions and their offsets, and
+        // serves the `--from` search: one fetch per probe, no prefetch.
+        let probe_settings = [
+            ("enable.partition.eof", "true"),
+            ("consume.callback.max.messages", "0"),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("queued.min.messages", "1"),
+            ("queued.max.messages.kbytes", "1024"),
+            ("max.partition.fetch.bytes", "65536"),
+            // A probe's queue is never emptied, only moved: no waiting a
+            // second (librdkafka's backoff for a full queue) before the next.
+            ("fetch.queue.backoff.ms", "0"),
+        ];
+        let probe = Reader::connect(&cfg.settings, &probe_settings, &[], &cfg.topic, cfg.timeout)?;
+        let partitions = probe.partitions.len();
+        let mut ends = Vec::with_capacity(partitions);
+        for p in 0..partitions {
+            ends.push(probe.watermarks(p, cfg.timeout)?);
+        }
+        // The second reads: the prefetch budget spread over the partitions.
+        let batch = READ_BATCH.to_string();
+        let ours = [
+            // Each partition's end is a signal the engine needs.
+            ("enable.partition.eof", "true"),
+            ("consume.callback.max.messages", batch.as_str()),
+            // No group: nothing to commit.
+            ("enable.auto.commit", "false"),
+            // An offset gone by retention means: from what is left.
+            ("auto.offset.reset", "earliest"),
+        ];
+        let per_queue = (PREFETCH_KBYTES / partitions)
+            .clamp(1 << 10, 8 << 10)
+            .to_string();
+        let defaults = [
+            ("queued.max.messages.kbytes", per_queue.as_str()),
+            // librdkafka's default keeps 100000 records queued per partition
+            // whatever their bytes, each with a few hundred bytes of
+            // bookkeeping; a few read batches' worth keeps up (docs/dump.md).
+            ("queued.min.messages", "5000"),
+            // librdkafka waits a whole second before fetching again for a
+            // queue that was full; the engine empties queues in turn.
+            ("fetch.queue.backoff.ms", "10"),
+        ];
+        let reader = Reader::connect(&cfg.settings, &ours, &defaults, &cfg.topic, cfg.timeout)?;
+        let seeking = match cfg.start {
+            Some(start) if start > 0 => {
+                let target = start.saturating_sub(cfg.reorder_bound_us);
+                let target_ms = i64::try_from(target / 1000).unwrap_or(i64::MAX);
+                let hints = probe.offsets_for_time(target_ms, cfg.timeout);
+                let brackets = ends
+                    .iter()
+                    .zip(hints)
+                    .map(|(&(low, high), hint)| Bracket::new(low, high, target).with_hint(hint))
+                    .collect();
+                Some(Seeking { probe, brackets })
+            }
+            _ => None,
+        };
+        let settle = cfg.follow.then_some(SETTLE_MS);
+        let parts: Vec<Part> = ends
+            .iter()
+            .map(|&(_, high)| Part {
+                stop: if cfg.follow { i64::MAX } else { high },
+                past_end: 0,
+            })
+            .collect();
+        let mut dump = Dump {
+            writer: PcapWriter::new(output, cfg.linktype),
+            merge: Merge::new(partitions, cfg.reorder_bound_us, settle, cfg.max_held_bytes),
+            cfg,
+            reader,
+            seeking,
+            filter,
+            parts,
+            counts: DumpSnapshot::default(),
+            last_written: 0,
+            epoch: Instant::now(),
+            progress_at: Instant::now(),
+            done: false,
+        };
+        if dump.seeking.is_none() {
+            let starts: Vec<i64> = ends.iter().map(|&(low, _)| low).collect();
+            dump.start_reading(&starts)?;
+        }
+        Ok(dump)
+    }
+
+    /// Starts each partition at its offset (or marks it finished if there
+    /// is nothing to read there).
+    fn start_reading(&mut self, starts: &[i64]) -> Result<(), DumpError> {
+        for (p, &start) in starts.iter().enumerate() {
+            if start >= self.parts[p].stop {
+                self.merge.finish(p);
+            } else {
+                self.reader.start(p, start)?;
+            }
+        }
+        self.progress_at = Instant::now();
+        Ok(())
+    }
+
+    /// Works for up to `budget`; true once the query is answered (the file
+    /// complete and flushed).
+    pub fn step(&mut self, budget: Duration) -> Result<bool, DumpError> {
+        let deadline = Instant::now() + budget;
+        if self.seeking.is_some() && !self.seek(deadline)? {
+            return Ok(false);
+        }
+        loop {
+            self.release()?;
+            if self.done || (self.merge.all_finished() && self.merge.held() == 0) {
+                self.done = true;
+                self.writer.flush()?;
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                self.writer.flush()?;
+                self.reader.serve_events();
+                return Ok(false);
+            }
+            self.read_next(deadline)?;
+        }
+    }
+
+    /// Writes everything still waiting, in order, and flushes: the end of
+    /// an interrupted dump.
+    pub fn finish(&mut self) -> Result<(), DumpError> {
+        while !self.done {
+            let Some(held) = self.merge.pop() else { break };
+            self.write(held)?;
+        }
+        self.writer.flush()?;
+        Ok(())
+    }
+
+    pub fn counters(&self) -> DumpSnapshot {
+        self.counts
+    }
+
+    pub fn partitions(&self) -> usize {
+        self.parts.len()
+    }
+
+    fn now_ms(&self) -> u32 {
+        self.epoch.elapsed().as_millis().min(u32::MAX as u128) as u32
+    }
+
+    /// One or more rounds of the `--from` search; true once it is over and
+    /// reading has started.
+    fn seek(&mut self, deadline: Instant) -> Result<bool, DumpError> {
+        let timeout = self.cfg.timeout;
+        let Some(seeking) = self.seeking.as_mut() else {
+            return Ok(true);
+        };
+        while seeking.brackets.iter().any(|b| !b.resolved()) {
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            let probes: Vec<(usize, i64)> = seeking
+                .brackets
+                .iter()
+                .enumerate()
+                .filter_map(|(p, b)| b.probe().map(|o| (p, o)))
+                .collect();
+            // Every partition moves first, so librdkafka fetches them together.
+            for &(p, offset) in &probes {
+                seeking.probe.start(p, offset)?;
+            }
+            for &(p, offset) in &probes {
+                let mut records: Vec<(i64, Option<u64>)> = Vec::new();
+                let asked = Instant::now();
+                let reached_end = loop {
+                    let (_, signals) = seeking.probe.read(p, Duration::from_millis(100), |m| {
+                        records.push((m.offset(), usable_key(m.key())));
+                    })?;
+                    if signals.end_at.is_some() {
+                        break true;
+                    }
+                    if !records.is_empty() {
+                        break false;
+                    }
+                    if asked.elapsed() > timeout {
+                        return Err(DumpError::Kafka(format!(
+                            "no answer from {} partition {} within {} s{}",
+                            self.cfg.topic,
+                            self.reader.partitions[p],
+                            timeout.as_secs_f64(),
+                            seeking
+                                .probe
+                                .take_error()
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default()
+                        )));
+                    }
+                };
+                seeking.brackets[p].learn(offset, &records, reached_end);
+            }
+        }
+        let starts: Vec<i64> = seeking.brackets.iter().map(Bracket::start).collect();
+        self.seeking = None;
+        self.start_reading(&starts)?;
+        Ok(true)
+    }
+
+    /// Reads from the partition that holds the others back.
+    fn read_next(&mut self, deadline: Instant) -> Result<(), DumpError> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if self.cfg.follow {
+            // Partitions that ran dry: anything new? Then the laggard of the
+            // others, or, all caught up, wait a little on the laggard.
+            for p in 0..self.parts.len() {
+                if !self.merge.is_finished(p) && self.merge.is_caught_up(p) {
+                    self.read_partition(p, Duration::ZERO)?;
+                    self.past_end_by_clock(p);
+                }
+            }
+            let merge = &self.merge;
+            let next = merge
+                .laggard(|p| !merge.is_caught_up(p))
+                .map(|p| (p, wait.min(Duration::from_millis(100))))
+                .or_else(|| {
+                    merge
+                        .laggard(|_| true)
+                        .map(|p| (p, wait.min(Duration::from_millis(20))))
+                });
+            if let Some((p, wait)) = next {
+                self.read_partition(p, wait)?;
+            }
+            return Ok(());
+        }
+        let Some(p) = self.merge.laggard(|_| true) else {
+            return Ok(());
+        };
+        let got = self.read_partition(p, wait.min(Duration::from_millis(100)))?;
+        if !got && self.progress_at.elapsed() > self.cfg.timeout {
+            let reason = self
+                .reader
+                .take_error()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            return Err(DumpError::Kafka(format!(
+                "no records from {} partition {} for {} s{reason}",
+                self.cfg.topic,
+                self.reader.partitions[p],
+                self.cfg.timeout.as_secs_f64()
+            )));
+        }
+        Ok(())
+    }
+
+    /// `--follow --to`: a partition with nothing new once the clock is past
+    /// `--to` plus the bound is done (live keys follow the clock).
+    fn past_end_by_clock(&mut self, p: usize) {
+        let Some(end) = self.cfg.end else { return };
+        let wall_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        if self.merge.is_caught_up(p) && wall_us > end.saturating_add(self.cfg.reorder_bound_us) {
+            self.merge.finish(p);
+            self.reader.stop(p);
+        }
+    }
+
+    /// Reads one batch of partition `p` (waiting up to `wait` for it);
+    /// true if anything arrived.
+    fn read_partition(&mut self, p: usize, wait: Duration) -> Result<bool, DumpError> {
+        let Dump {
+            cfg,
+            reader,
+            filter,
+            merge,
+            parts,
+            counts,
+            epoch,
+            progress_at,
+            ..
+        } = self;
+        let part = &mut parts[p];
+        let (start, end) = (cfg.start.unwrap_or(0), cfg.end.unwrap_or(u64::MAX));
+        let bound = cfg.reorder_bound_us;
+        let past = end.saturating_add(bound);
+        let mut last_offset = -1;
+        let now_ms = epoch.elapsed().as_millis().min(u32::MAX as u128) as u32;
+        let (records, signals) = reader.read(p, wait, |m: &Msg<'_>| {
+            let offset = m.offset();
+            if offset >= part.stop {
+                return; // produced after the dump started
+            }
+            last_offset = offset;
+            counts.read += 1;
+            let key = m.key();
+            if let Some(ts) = key
+                .and_then(|k| <[u8; 8]>::try_from(k).ok())
+                .map(u64::from_be_bytes)
+            {
+                if ts <= LATEST_KEY_US {
+                    if merge
+                        .last_key(p)
+                        .is_some_and(|last| ts.saturating_add(bound) < last)
+                    {
+                        counts.late += 1;
+                    }
+                    merge.observe(p, ts);
+                    if ts > past {
+                        part.past_end += 1;
+                    } else {
+                        part.past_end = 0;
+                    }
+                }
+                if ts < start || ts > end {
+                    return;
+                }
+            }
+            let value = m.value();
+            let accepted = match pcap::accept(key, value, pcap::orig_len(m.orig_len_header())) {
+                Ok(a) => a,
+                Err(skip) => {
+                    match skip {
+                        Skip::NoKey => counts.no_key += 1,
+                        Skip::BadKey => counts.bad_key += 1,
+                        Skip::NoValue => counts.no_value += 1,
+                        Skip::BadTime => counts.bad_time += 1,
+                    }
+                    return;
+                }
+            };
+            let frame = &value.unwrap_or_default()[..accepted.caplen as usize];
+            if let Some(program) = filter {
+                if !program.matches(frame, accepted.wire_len) {
+                    counts.filtered += 1;
+                    return;
+                }
+            }
+            counts.cut += u64::from(accepted.cut);
+            counts.bad_orig_len += u64::from(accepted.bad_orig_len);
+            merge.hold(Held {
+                key: accepted.ts_us,
+                partition: p as u32,
+                offset,
+                wire_len: accepted.wire_len,
+                read_ms: now_ms,
+                frame: frame.into(),
+            });
+        })?;
+        let mut finished = part.past_end >= PAST_END_RUN;
+        if !cfg.follow {
+            finished |= last_offset >= part.stop - 1;
+            finished |= signals.end_at.is_some_and(|at| at >= part.stop);
+        } else if signals.end_at.is_some() {
+            let now = epoch.elapsed().as_millis().min(u32::MAX as u128) as u32;
+            merge.caught_up(p, now);
+        }
+        if finished {
+            merge.finish(p);
+            reader.stop(p);
+        }
+        let arrived = records > 0 || signals.end_at.is_some();
+        if arrived {
+            *progress_at = Instant::now();
+        }
+        Ok(arrived)
+    }
+
+    /// Writes every record the horizon allows.
+    fn release(&mut self) -> Result<(), DumpError> {
+        let horizon = self.merge.horizon(self.now_ms());
+        while !self.done {
+            let Some(held) = self.merge.pop_ready(&horizon) else {
+                break;
+            };
+            self.write(held)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, held: Held) -> Result<(), DumpError> {
+        if held.key < self.last_written {
+            self.counts.out_of_order += 1;
+        }
+        self.last_written = self.last_written.max(held.key);
+        self.writer.write(held.key, &held.frame, held.wire_len)?;
+        self.counts.written += 1;
+        self.counts.written_bytes += held.frame.len() as u64;
+        if self.cfg.count != 0 && self.counts.written >= self.cfg.count {
+            self.done = true;
+        }
+        Ok(())
+    }
+}
+
+/// A key as the search uses it: a capture time, or `None` for one that is
+/// not 8 bytes or not a time a pcap record holds.
+fn usable_key(key: Option<&[u8]>) -> Option<u64> {
+    let ts = u64::from_be_bytes(key?.try_into().ok()?);
+    (ts <= LATEST_KEY_US).then_some(ts)
+}
