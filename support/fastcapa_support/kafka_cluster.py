@@ -34,8 +34,6 @@ import argparse
 import atexit
 import base64
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -49,11 +47,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The pom and the jars it resolves live in the repository's tools/kafka.
-HERE = Path(__file__).resolve().parents[2] / "tools" / "kafka"
-POM = HERE / "pom.xml"
-LIB = HERE / "lib"
-STAMP = LIB / ".stamp"  # the pom's hash, written once every jar is in
+from fastcapa_support.kafka_jars import LIB, KafkaError, cds_archive, ensure_jars, java, lock
+
 STATE = "cluster.json"  # in the data dir: ports and pids, what `stop --dir` needs
 READY_LINE = "Kafka Server started"  # KafkaRaftServer, once it serves clients
 
@@ -93,10 +88,6 @@ SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
 
-class KafkaError(RuntimeError):
-    """Kafka could not be resolved, formatted or started."""
-
-
 @dataclass(frozen=True)
 class Listener:
     """A client listener every node opens beside PLAINTEXT.
@@ -134,66 +125,18 @@ def sasl_listener(users: dict[str, str], protocol: str = "SASL_PLAINTEXT") -> Li
     return Listener(protocol, config)
 
 
-# ---------------------------------------------------------------- jars
-
-
-def _pom_hash() -> str:
-    return hashlib.sha256(POM.read_bytes()).hexdigest()
-
-
-def _java() -> str:
-    home = os.environ.get("JAVA_HOME")
-    java = os.path.join(home, "bin", "java") if home else shutil.which("java")
-    if not java:
-        raise KafkaError("Java 17+ is needed to run Kafka; apt-get install openjdk-17-jre-headless")
-    return java
-
-
-def _cds_archive() -> Path:
-    """Where the class-data archive for this java and these jars lives (it may not exist)."""
-    java = os.path.realpath(_java())
-    key = hashlib.sha256(f"{java}:{os.stat(java).st_mtime_ns}".encode()).hexdigest()[:10]
-    return LIB / f"kafka-{key}.jsa"
-
-
-def _lock():
-    """An exclusive lock on pom.xml, for two test runs resolving at once."""
-    f = open(POM)  # noqa: SIM115 - the lock lives as long as the file object
-    fcntl.flock(f, fcntl.LOCK_EX)
-    return f
-
-
-def ensure_jars() -> Path:
-    """Resolve Kafka's jars into lib/ with Maven unless already there for this pom.xml."""
-    ok = lambda: STAMP.is_file() and STAMP.read_text().strip() == _pom_hash()  # noqa: E731
-    if ok():
-        return LIB
-    if shutil.which("mvn") is None:
-        raise KafkaError("Maven (mvn) is needed to fetch Kafka's jars")
-    with _lock():
-        if ok():
-            return LIB
-        # Start from an empty lib/ (no stale jars of an older pom.xml); the
-        # stamp, written last, marks the set complete.
-        shutil.rmtree(LIB, ignore_errors=True)
-        cmd = ["mvn", "-B", "-Dstyle.color=never", "-f", str(POM), "dependency:copy-dependencies"]
-        # Captured: Maven 3.8 prints stray colour codes even when quiet.
-        out = subprocess.run([*cmd, "-q"], capture_output=True, text=True)
-        if out.returncode != 0:
-            raise KafkaError(f"{' '.join(cmd)} failed:\n{out.stdout}{out.stderr}")
-        STAMP.write_text(_pom_hash() + "\n")
-    return LIB
+# ---------------------------------------------------------------- class-data archive
 
 
 def ensure_cds() -> None:
     """Once per java and set of jars, record a class-data-sharing archive of a
     broker's start (lib/kafka-*.jsa): JVMs that map it start in about half the time."""
     ensure_jars()
-    if _cds_archive().exists():
+    if cds_archive().exists():
         return
-    with _lock():
-        if not _cds_archive().exists():
-            _record_cds(_cds_archive())
+    with lock():
+        if not cds_archive().exists():
+            _record_cds(cds_archive())
 
 
 def _record_cds(archive: Path) -> None:
@@ -594,8 +537,8 @@ class Cluster:
         (self.node_dir(i) / "server.properties").write_text(text)
 
     def _cmd(self, xms: str, xmx: str, *args: str) -> list[str]:
-        cmd = [_java(), f"-Xms{xms}", f"-Xmx{xmx}", *self.jvm_opts, "-Djava.awt.headless=true"]
-        archive = _cds_archive()
+        cmd = [java(), f"-Xms{xms}", f"-Xmx{xmx}", *self.jvm_opts, "-Djava.awt.headless=true"]
+        archive = cds_archive()
         if self.cds and archive.exists() and archive.stat().st_size:
             cmd.append(f"-XX:SharedArchiveFile={archive}")
         cmd += [f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}"]
