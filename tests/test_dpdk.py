@@ -10,8 +10,10 @@ import json
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +23,13 @@ from fastcapa_support import corpus
 from fastcapa_support.kafka_read import read_topic
 from fastcapa_support.netns import VethPair, netns_available
 from fastcapa_support.pcapref import read_capture
-from fastcapa_support.runner import Probe, assert_accounting, assert_clean_failure
+from fastcapa_support.runner import (
+    Probe,
+    assert_accounting,
+    assert_clean_failure,
+    udp_frame,
+    write_capture,
+)
 
 pytestmark = [
     pytest.mark.kafka,
@@ -269,3 +277,82 @@ def test_two_probes_side_by_side(kafka, new_topic, fastcapa, tmp_path):
     for proc in procs:
         _, err = proc.communicate(timeout=max(1, deadline - time.monotonic()))
         assert proc.returncode == 0, err
+
+
+def threads_holding(pid: int) -> dict[str, tuple[str, int]]:
+    """Each thread of `pid` -> (its uid line, its effective capabilities)."""
+    held = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            lines = dict(line.split(":", 1) for line in (task / "status").read_text().splitlines())
+        except FileNotFoundError:
+            continue
+        name = f"{lines['Name'].strip()}/{task.name}"
+        held[name] = (lines["Uid"].split()[0], int(lines["CapEff"], 16))
+    return held
+
+
+@needs_netns
+def test_user_leaves_no_thread_privileged(kafka, new_topic, tmp_path):
+    """With --user every thread, the EAL's own included, runs as that user
+    with no capability (a change of user applies to every thread); frames
+    still flow."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    shared = Path(tempfile.mkdtemp(prefix="fastcapa-dpdk-", dir="/tmp"))
+    shared.chmod(0o1777)
+    capture = tmp_path / "few.pcap"
+    gen_capture.generate(str(capture), packets=200, flows=4, size=100, seed=8)
+    topic = new_topic()
+    try:
+        with VethPair(queues=1) as veth:
+            probe = Probe(
+                veth.probe_side,
+                topic,
+                kafka.bootstrap,
+                shared,
+                "-d",
+                "512",
+                "--user",
+                "nobody",
+                source=dpdk_source(f"net_af_packet0,iface={veth.probe_side}"),
+            )
+            try:
+                held = threads_holding(probe.proc.pid)
+                veth.send(str(capture), rate=2000)
+                probe.wait_taken(200)
+            finally:
+                status, err, report = probe.stop()
+    finally:
+        subprocess.run(["rm", "-rf", str(shared)], check=False)
+    assert status == 0, err
+    assert_accounting(report)
+    assert report["kaf"]["out"] == 200
+    assert any(name.startswith("eal-intr") for name in held), held
+    assert all(v == (str(nobody.pw_uid), 0) for v in held.values()), held
+
+
+@needs_netns
+def test_vlan_tags_and_big_frames_arrive_as_sent(kafka, new_topic, tmp_path):
+    """The kernel takes the outer tag off before net_af_packet's socket sees
+    the frame; the driver says so and the tag is put back, as on -i."""
+    frames = [udp_frame(b"t" * 60, vlan=100), udp_frame(b"q" * 1400, vlan=4000, src=3)]
+    frames += [udp_frame(b"u" * size, src=9) for size in (18, 500, 1472)]
+    topic = new_topic()
+    with VethPair(queues=1) as veth:
+        probe = Probe(
+            veth.probe_side,
+            topic,
+            kafka.bootstrap,
+            tmp_path,
+            "-d",
+            "512",
+            source=dpdk_source(f"net_af_packet0,iface={veth.probe_side}"),
+        )
+        veth.send(write_capture(tmp_path / "tagged.pcap", frames))
+        probe.wait_taken(len(frames))
+        status, err, report = probe.stop()
+    assert status == 0, err
+    assert_accounting(report)
+    assert Counter(r.value for r in read_topic(kafka.bootstrap, topic)) == Counter(frames)

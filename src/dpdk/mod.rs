@@ -87,6 +87,8 @@ mod ffi {
         pub nb_segs: u32,
         pub hw_ts: u64,
         pub has_hw_ts: c_int,
+        pub vlan_stripped: c_int,
+        pub vlan_tci: u16,
     }
 
     extern "C" {
@@ -597,6 +599,8 @@ impl RxQueue for DpdkQueue {
                 nb_segs: 0,
                 hw_ts: 0,
                 has_hw_ts: 0,
+                vlan_stripped: 0,
+                vlan_tci: 0,
             };
             // SAFETY: held[next] is a received mbuf not yet freed.
             unsafe { ffi::fcapa_pkt_info(self.held[self.next], offset, flag, &mut pkt) };
@@ -612,6 +616,9 @@ impl RxQueue for DpdkQueue {
                 // the mbuf is freed, after `each` returned.
                 unsafe { std::slice::from_raw_parts(pkt.data, pkt.data_len as usize) }
             };
+            // A driver that took the outer VLAN tag out (net_af_packet gets
+            // frames from the kernel untagged) says so; write_to puts it back.
+            let vlan_tci = (pkt.vlan_stripped != 0).then_some(pkt.vlan_tci);
             if let Some(filter) = &self.port.config.filter {
                 if !filter.matches(data, pkt.pkt_len) {
                     self.next += 1;
@@ -620,9 +627,9 @@ impl RxQueue for DpdkQueue {
             }
             let frame = Frame {
                 ts_us: self.frame_time(&pkt),
-                wire_len: pkt.pkt_len,
+                wire_len: pkt.pkt_len + if vlan_tci.is_some() { 4 } else { 0 },
                 data,
-                vlan_tci: None,
+                vlan_tci,
                 vlan_tpid: None,
             };
             if !each(&frame) {

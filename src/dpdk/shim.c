@@ -317,6 +317,21 @@ int fcapa_port_setup(uint16_t port, uint16_t nb_rxq, uint16_t nb_desc, uint16_t 
         snprintf(err, errlen, "cannot make the port promiscuous: %s", rte_strerror(-ret));
         return ret;
     }
+    /* net_af_packet opens its sockets at probe time and they see every
+     * interface until bound (it took frames of `lo` that way): the capture
+     * starts now, what its queues already hold goes. Not for other
+     * drivers: net_pcap's file is all there before the start. */
+    struct rte_mbuf *stale[64];
+    int stale_possible = strcmp(dev.driver_name, "net_af_packet") == 0;
+    for (uint16_t q = 0; stale_possible && q < nb_rxq; q++) {
+        for (uint32_t left = desc + 2u * burst + 64u; left > 0;) {
+            uint16_t n = rte_eth_rx_burst(port, q, stale, 64);
+            if (n == 0)
+                break;
+            rte_pktmbuf_free_bulk(stale, n);
+            left = left > n ? left - n : 0;
+        }
+    }
     /* The counters start at the start of the capture. */
     rte_eth_stats_reset(port);
     return 0;
@@ -370,6 +385,8 @@ struct fcapa_pkt {
     uint32_t nb_segs;
     uint64_t hw_ts;
     int has_hw_ts;
+    int vlan_stripped; /* the driver took the outer tag out: it is in vlan_tci */
+    uint16_t vlan_tci;
 };
 
 void fcapa_pkt_info(struct rte_mbuf *m, int ts_offset, uint64_t ts_flag, struct fcapa_pkt *out)
@@ -378,6 +395,8 @@ void fcapa_pkt_info(struct rte_mbuf *m, int ts_offset, uint64_t ts_flag, struct 
     out->data_len = m->data_len;
     out->pkt_len = m->pkt_len;
     out->nb_segs = m->nb_segs;
+    out->vlan_stripped = (m->ol_flags & RTE_MBUF_F_RX_VLAN_STRIPPED) != 0;
+    out->vlan_tci = m->vlan_tci;
     if (ts_offset >= 0 && (m->ol_flags & ts_flag)) {
         out->hw_ts = *RTE_MBUF_DYNFIELD(m, ts_offset, rte_mbuf_timestamp_t *);
         out->has_hw_ts = 1;
