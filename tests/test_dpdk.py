@@ -173,6 +173,7 @@ def test_built_without_dpdk_or_bad_input_is_one_line(kafka, fastcapa, tmp_path):
         (("--eal", EAL, "-r", "x.pcap"), "--eal goes with --dpdk"),
         (dpdk_source("net_null0", eal="'unbalanced"), "--eal"),
         (("-i", "lo", *dpdk_source("net_null0")), "exactly one of"),
+        (("-d", "70000", *dpdk_source("net_null0")), "at most 65535 with --dpdk"),
     ]
     for args, words in cases:
         run = fastcapa(*args, "-k", kafka.bootstrap, "-t", "pcap", timeout=60)
@@ -260,7 +261,8 @@ def test_af_xdp_on_a_veth(kafka, new_topic, tmp_path):
 
 
 def test_two_probes_side_by_side(kafka, new_topic, fastcapa, tmp_path):
-    """Each probe has its own EAL runtime directory: two run at once."""
+    """Each probe has its own EAL runtime directory: two run at once, and
+    neither leaves it behind."""
     procs = [
         subprocess.Popen(
             [
@@ -277,6 +279,8 @@ def test_two_probes_side_by_side(kafka, new_topic, fastcapa, tmp_path):
     for proc in procs:
         _, err = proc.communicate(timeout=max(1, deadline - time.monotonic()))
         assert proc.returncode == 0, err
+        # Nothing left behind: no shared config, the runtime directory gone.
+        assert not Path(f"/var/run/dpdk/fastcapa-{proc.pid}").exists()
 
 
 def threads_holding(pid: int) -> dict[str, tuple[str, int]]:

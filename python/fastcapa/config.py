@@ -449,8 +449,8 @@ def _reason(error: OSError | UnicodeDecodeError) -> str:
 
 def eal_arguments(text: str, cpus: list[int]) -> list[str]:
     """The EAL's arguments: the operator's `--eal` words, plus fastcapa's
-    defaults where the operator did not say otherwise: a runtime directory of
-    this process's own (two probes on one host do not collide), no telemetry
+    defaults where the operator did not say otherwise: no shared files (two
+    probes on one host do not collide, nothing is left behind), no telemetry
     socket, warnings and errors only in DPDK's log, and the main lcore on a
     core of this process (the workers are pinned by --cpus, not by the EAL)."""
     try:
@@ -465,7 +465,13 @@ def eal_arguments(text: str, cpus: list[int]) -> list[str]:
 
     extra: list[str] = []
     if not given("--file-prefix", "--in-memory", "--no-shconf"):
-        extra += ["--file-prefix", f"fastcapa-{os.getpid()}"]
+        # No files left behind: --in-memory keeps even hugepages unnamed;
+        # without hugepages (where the EAL refuses it) no shared config, in
+        # a runtime directory of this process's own, removed at exit.
+        if given("--no-huge"):
+            extra += ["--no-shconf", "--file-prefix", f"fastcapa-{os.getpid()}"]
+        else:
+            extra.append("--in-memory")
     if not given("--telemetry", "--no-telemetry"):
         extra.append("--no-telemetry")
     if not given("--log-level"):

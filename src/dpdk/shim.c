@@ -11,6 +11,7 @@
 #include <rte_config.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <sched.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -84,6 +85,17 @@ void fcapa_log_last(char *err, size_t errlen)
         snprintf(err, errlen, "%.*s", (int)last_len, last);
 }
 
+/* The EAL's runtime directory (/var/run/dpdk/PREFIX) outlives the process.
+ * Empty, as it is without shared config or telemetry, it goes at once
+ * (after --user the process may no longer remove it); otherwise at exit. */
+static char runtime_dir[PATH_MAX];
+
+static void remove_runtime_dir(void)
+{
+    if (runtime_dir[0] != '\0')
+        rmdir(runtime_dir);
+}
+
 int fcapa_eal_init(int argc, char **argv, char *err, size_t errlen)
 {
     log_hold();
@@ -124,6 +136,11 @@ int fcapa_eal_init(int argc, char **argv, char *err, size_t errlen)
         fcapa_log_release(0);
         return -(saved ? saved : EINVAL);
     }
+    snprintf(runtime_dir, sizeof(runtime_dir), "%s", rte_eal_get_runtime_dir());
+    if (rmdir(runtime_dir) == 0)
+        runtime_dir[0] = '\0';
+    else
+        atexit(remove_runtime_dir);
     return ret;
 }
 
