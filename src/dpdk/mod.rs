@@ -42,6 +42,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::bpf::BpfProgram;
 use crate::source::{CaptureError, Frame, RxQueue};
 
+mod kernel;
+
 mod ffi {
     use std::ffi::{c_char, c_int, c_uint};
 
@@ -319,6 +321,8 @@ pub struct Port {
     info: ffi::PortInfo,
     timestamps: Timestamps,
     counters: Mutex<PortCounters>,
+    /// net_af_packet's sockets, for what the driver does not report.
+    sockets: Option<kernel::DriverSockets>,
 }
 
 impl Drop for Port {
@@ -408,6 +412,13 @@ impl DpdkPort {
         } else {
             Timestamps::Software
         };
+        let sockets = (driver == "net_af_packet")
+            .then(|| device_arg(&config.device, "iface"))
+            .flatten()
+            .and_then(|iface| kernel::DriverSockets::find(&iface));
+        if let Some(sockets) = &sockets {
+            sockets.take_drops(); // the capture starts now
+        }
         Ok(DpdkPort {
             port: Arc::new(Port {
                 id,
@@ -416,6 +427,7 @@ impl DpdkPort {
                 info,
                 timestamps,
                 counters: Mutex::default(),
+                sockets,
             }),
         })
     }
@@ -464,6 +476,15 @@ impl DpdkPort {
     pub fn name(&self) -> &str {
         &self.port.name
     }
+}
+
+/// The value of `key=` among a device string's arguments.
+fn device_arg(device: &str, key: &str) -> Option<String> {
+    device
+        .split(',')
+        .skip(1)
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_string)
 }
 
 /// Maps the device clock to wall time: two readings 50 ms apart. None when
@@ -660,6 +681,9 @@ impl RxQueue for DpdkQueue {
     }
 
     fn link_up(&self) -> bool {
+        if let Some(sockets) = &self.port.sockets {
+            return sockets.link_up();
+        }
         // SAFETY: the port is started.
         unsafe { ffi::fcapa_link_up(self.port.id) != 0 }
     }
@@ -682,7 +706,10 @@ impl RxQueue for DpdkQueue {
         }
         let mut seen = self.port.counters.lock().unwrap();
         // Counters only grow; a driver that resets them is not trusted backwards.
-        let drops = missed.saturating_sub(seen.missed) + nombuf.saturating_sub(seen.nombuf);
+        let mut drops = missed.saturating_sub(seen.missed) + nombuf.saturating_sub(seen.nombuf);
+        if let Some(sockets) = &self.port.sockets {
+            drops += sockets.take_drops();
+        }
         seen.missed = seen.missed.max(missed);
         seen.nombuf = seen.nombuf.max(nombuf);
         Ok((taken + drops, drops))
