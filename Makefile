@@ -48,12 +48,12 @@ demo-stop: ## stop the demo's broker
 	PYTHONPATH=support $(PYTHON) -m fastcapa_support.kafka_cluster stop --dir $(WORK)/kafka
 
 test: build kafka-jars ## run the whole suite: Rust units, lint, then pytest with a real Kafka, veth pairs and DPDK's EAL
-	cargo test --release --lib -q
+	cargo test --release --lib -q --features dpdk
 	$(MAKE) lint
 	$(PY) -m pytest -q
 
 test-rust: ## the Rust unit tests only
-	cargo test --release --lib -q
+	cargo test --release --lib -q --features dpdk
 
 lint: build ## ruff, mypy (strict) with stubtest of the native stub, rustfmt and clippy
 	$(VENV)/bin/ruff check python support tests tools bench

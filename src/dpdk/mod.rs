@@ -100,7 +100,6 @@ mod ffi {
             err: *mut c_char,
             errlen: usize,
         ) -> c_int;
-        pub fn fcapa_eal_cleanup() -> c_int;
         pub fn fcapa_log_release(show: c_int);
         pub fn fcapa_log_last(err: *mut c_char, errlen: usize);
         pub fn fcapa_strerror(errnum: c_int) -> *const c_char;
@@ -231,15 +230,6 @@ impl Eal {
             return Err(message(&err));
         }
         Ok(())
-    }
-
-    /// Releases the EAL's resources (hugepage files, devices) at the end of
-    /// the process, if it was started. No DPDK call may follow.
-    pub fn cleanup() {
-        if let Some((_, Ok(()))) = EAL.get() {
-            // SAFETY: called once, after every port was closed.
-            unsafe { ffi::fcapa_eal_cleanup() };
-        }
     }
 }
 
@@ -395,12 +385,18 @@ impl DpdkPort {
         }
         let driver = message(&info.driver);
         let timestamps = if info.hw_timestamp != 0 {
-            let clock = calibrate(id).or_else(|| {
+            let own_stamp = || {
                 WALL_CLOCK_DRIVERS
                     .iter()
                     .find(|(name, _)| *name == driver)
                     .map(|(_, clock)| *clock)
-            });
+            };
+            // 1: the offload is on, its clock is read; 2: the driver stamps
+            // on its own, which only the drivers known to use wall time do.
+            let clock = match info.hw_timestamp {
+                1 => calibrate(id).or_else(own_stamp),
+                _ => own_stamp(),
+            };
             match clock {
                 Some(clock) => Timestamps::Hardware {
                     offset: info.ts_offset,
@@ -738,5 +734,21 @@ impl Drop for DpdkQueue {
             // SAFETY: the same thread registered itself in `take`.
             unsafe { ffi::fcapa_thread_unregister() };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device_arg;
+
+    #[test]
+    fn device_arguments_are_found_by_key() {
+        let device = "net_af_packet0,iface=veth0,qpairs=2";
+        assert_eq!(device_arg(device, "iface").as_deref(), Some("veth0"));
+        assert_eq!(device_arg(device, "qpairs").as_deref(), Some("2"));
+        assert_eq!(device_arg(device, "if"), None);
+        assert_eq!(device_arg("net_af_packet0", "iface"), None);
+        // The device's own name is not an argument.
+        assert_eq!(device_arg("iface=x,a=1", "iface"), None);
     }
 }

@@ -144,11 +144,6 @@ int fcapa_eal_init(int argc, char **argv, char *err, size_t errlen)
     return ret;
 }
 
-int fcapa_eal_cleanup(void)
-{
-    return rte_eal_cleanup();
-}
-
 const char *fcapa_strerror(int errnum)
 {
     return rte_strerror(errnum);
