@@ -10,7 +10,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 WORK := .work
-APT_PACKAGES := libpcap-dev tcpdump tshark tcpreplay iproute2
+APT_PACKAGES := libpcap-dev tcpdump tshark tcpreplay iproute2 pkg-config \
+	dpdk-dev librte-net-af-packet23 librte-net-pcap23 librte-net-null23 librte-net-ring23 librte-net-af-xdp23
 
 .PHONY: help sysdeps venv build kafka-jars demo demo-stop test test-rust lint fmt bench wheel wheel-check clean
 
@@ -35,7 +36,7 @@ $(VENV)/.stamp: pyproject.toml
 venv: sysdeps $(VENV)/.stamp ## virtualenv with the Python dependencies
 
 build: venv ## build the Rust extension into the virtualenv
-	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin develop --release -q
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin develop --release -q --features dpdk
 
 kafka-jars: ## resolve Apache Kafka's jars from Maven Central
 	PYTHONPATH=support $(PYTHON) -m fastcapa_support.kafka_cluster resolve
@@ -46,13 +47,13 @@ demo: build kafka-jars ## replay a generated capture into a local Kafka, dump it
 demo-stop: ## stop the demo's broker
 	PYTHONPATH=support $(PYTHON) -m fastcapa_support.kafka_cluster stop --dir $(WORK)/kafka
 
-test: build kafka-jars ## run the whole suite: Rust units, lint, then pytest with a real Kafka and veth pairs
-	cargo test --release --lib -q
+test: build kafka-jars ## run the whole suite: Rust units, lint, then pytest with a real Kafka, veth pairs and DPDK's EAL
+	cargo test --release --lib -q --features dpdk
 	$(MAKE) lint
 	$(PY) -m pytest -q
 
 test-rust: ## the Rust unit tests only
-	cargo test --release --lib -q
+	cargo test --release --lib -q --features dpdk
 
 lint: build ## ruff, mypy (strict) with stubtest of the native stub, rustfmt and clippy
 	$(VENV)/bin/ruff check python support tests tools bench
@@ -61,6 +62,7 @@ lint: build ## ruff, mypy (strict) with stubtest of the native stub, rustfmt and
 	$(VENV)/bin/python -m mypy.stubtest fastcapa._fastcapa --allowlist .mypy-stubtest-allowlist
 	cargo fmt --check
 	cargo clippy --release --all-targets -q -- -D warnings
+	cargo clippy --release --all-targets -q --features dpdk -- -D warnings
 
 fmt: venv ## format Python and Rust
 	$(VENV)/bin/ruff format python support tests tools bench

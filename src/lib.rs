@@ -7,6 +7,8 @@ pub mod afpacket;
 pub mod bpf;
 pub mod capfile;
 pub mod counters;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod dump;
 pub mod events;
 pub mod flow;

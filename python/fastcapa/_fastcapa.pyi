@@ -54,6 +54,8 @@ class Filter:
 
     @staticmethod
     def compile_live(expr: str, snaplen: int, interface: str) -> Filter: ...
+    @staticmethod
+    def compile_user(expr: str) -> Filter: ...
     def __len__(self) -> int: ...
 
 @final
@@ -76,6 +78,47 @@ class AfPacketQueue:
     def linktype(self) -> int: ...
     def close(self) -> None: ...
 
+# Whether this build has the DPDK backend; the three below exist only if so.
+DPDK: bool
+
+def start_eal(args: list[str]) -> None: ...
+
+@final
+class DpdkPort:
+    """A started DPDK ethernet port with its receive queues."""
+
+    def __new__(
+        cls,
+        device: str,
+        *,
+        queues: int,
+        descriptors: int,
+        burst: int,
+        filter: Filter | None,
+    ) -> Self: ...
+    def queue(self, index: int) -> DpdkQueue: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def driver(self) -> str: ...
+    @property
+    def descriptors(self) -> int: ...
+    @property
+    def rss(self) -> bool: ...
+    @property
+    def timestamps(self) -> str: ...
+    def close(self) -> None: ...
+
+@final
+class DpdkQueue:
+    """One receive queue of a DpdkPort; a receive worker takes it over."""
+
+    @property
+    def interface(self) -> str: ...
+    @property
+    def linktype(self) -> int: ...
+    def close(self) -> None: ...
+
 @final
 class RxGroup:
     """The stop and `--count` every receive worker of one run shares."""
@@ -90,7 +133,7 @@ class RxWorker:
     def __new__(
         cls,
         name: str,
-        queue: AfPacketQueue,
+        queue: AfPacketQueue | DpdkQueue,
         ring: TxRing,
         group: RxGroup,
         *,

@@ -12,11 +12,18 @@ import sys
 from dataclasses import fields
 
 from fastcapa import __version__, options
-from fastcapa.config import PRODUCER_DEFAULTS, CaptureSettings, kafka_settings, parse_cpus
+from fastcapa.config import (
+    DPDK_RX_DESC,
+    PRODUCER_DEFAULTS,
+    CaptureSettings,
+    kafka_settings,
+    parse_cpus,
+)
 from fastcapa.errors import ConfigError, FastcapaError
 from fastcapa.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 
 _DEFAULTS = {f.name: f.default for f in fields(CaptureSettings)}
+AF_PACKET_RX_DESC: int = CaptureSettings.rx_desc
 
 
 def _default(name: str) -> object:
@@ -35,9 +42,22 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
         formatter_class=options.HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"fastcapa {__version__}")
-    source = parser.add_argument_group("source (exactly one of -i and -r)")
+    source = parser.add_argument_group("source (exactly one of -i, -r and --dpdk)")
     source.add_argument("-i", "--interface", metavar="IFACE", help="live capture from IFACE")
     source.add_argument("-r", "--read", metavar="FILE", help="replay a pcap or pcapng file")
+    source.add_argument(
+        "--dpdk",
+        metavar="DEVICE",
+        help="live capture from a DPDK port: a PCI address (0000:03:00.0) or a virtual"
+        " device (net_af_packet0,iface=eth1); see docs/dpdk.md",
+    )
+    source.add_argument(
+        "--eal",
+        metavar="ARGS",
+        default="",
+        help="arguments for DPDK's EAL, one quoted string (e.g. '--huge-dir /mnt/huge -a"
+        " 0000:03:00.0')",
+    )
     source.add_argument(
         "--snaplen",
         type=options.integer,
@@ -46,7 +66,10 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
         help="cut each frame to N bytes (0: whole frame)",
     )
     source.add_argument(
-        "--filter", metavar="EXPR", help="capture filter in tcpdump syntax, applied in the kernel"
+        "--filter",
+        metavar="EXPR",
+        help="capture filter in tcpdump syntax, applied in the kernel (with --dpdk: run on each"
+        " frame by the receive worker)",
     )
     source.add_argument(
         "--count",
@@ -85,9 +108,9 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
         "-d",
         "--rx-desc",
         type=options.integer,
-        default=_default("rx_desc"),
         metavar="N",
-        help="receive queue size, in frames",
+        help=f"receive queue size, in frames (default: {_default('rx_desc')}; with --dpdk,"
+        f" descriptors per queue, default {DPDK_RX_DESC} or the NIC's most)",
     )
     pipeline.add_argument(
         "-x",
@@ -196,7 +219,9 @@ def settings_from_args(args: argparse.Namespace) -> CaptureSettings:
         rx_queues=args.rx_queues,
         tx_burst=args.tx_burst,
         rx_burst=args.rx_burst,
-        rx_desc=args.rx_desc,
+        rx_desc=args.rx_desc
+        if args.rx_desc is not None
+        else (DPDK_RX_DESC if args.dpdk is not None else AF_PACKET_RX_DESC),
         tx_ring=args.tx_ring,
         tx_workers=args.tx_workers,
         kafka_stats=args.kafka_stats,
@@ -215,6 +240,8 @@ def settings_from_args(args: argparse.Namespace) -> CaptureSettings:
         partition_by=args.partition_by,
         user=args.user,
         buffer=args.buffer,
+        dpdk=args.dpdk,
+        eal=args.eal,
     ).validate()
 
 
@@ -232,7 +259,7 @@ def run_capture(argv: list[str]) -> int:
             pipeline.serve_metrics()
         except FastcapaError as e:
             return fail(EXIT_USAGE, e)
-        source = settings.read or settings.interface
+        source = settings.read or settings.interface or pipeline.source_name()
         print(
             f"fastcapa: {'replaying' if settings.read else 'capturing on'} {source} "
             f"with {settings.rx_queues} queue(s) and {settings.workers} transmit worker(s) "
@@ -240,6 +267,8 @@ def run_capture(argv: list[str]) -> int:
             file=sys.stderr,
             flush=True,
         )
+        for line in pipeline.source_notes():
+            print(f"fastcapa: {line}", file=sys.stderr, flush=True)
         if settings.read and pipeline.linktype != 1:
             print(
                 f"fastcapa: note: {settings.read} has link type {pipeline.linktype}, not "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,6 +36,11 @@ MAX_CPU = 8191  # the largest core number Linux supports (NR_CPUS = 8192)
 SLOT_BYTES = 2048 + 64
 MAX_CONFIG_BYTES = 1 << 20
 RX_FRAME_BYTES = 2048
+# DPDK: descriptors per receive queue when -d is not given (what NICs
+# commonly allow at most; the driver lowers it to its own limit), and the
+# most a queue can be given (a 16-bit count).
+DPDK_RX_DESC = 4096
+MAX_DPDK_DESC = 65535
 
 # The producer queue is bounded by memory (--buffer), not by librdkafka's
 # count of 100,000 messages, which a stream of small frames fills in seconds.
@@ -276,6 +282,10 @@ class CaptureSettings:
     # Bytes the producers may hold while Kafka is slow or away (None: the
     # default, DEFAULT_BUFFER or a quarter of the machine's memory if less).
     buffer: int | None = None
+    # --dpdk DEVICE: a DPDK port instead of an interface (docs/dpdk.md), and
+    # the EAL's arguments (--eal) as one shell-quoted string.
+    dpdk: str | None = None
+    eal: str = ""
 
     @property
     def workers(self) -> int:
@@ -302,10 +312,19 @@ class CaptureSettings:
         return settings
 
     def validate(self) -> CaptureSettings:
-        if (self.interface is None) == (self.read is None):
-            raise ConfigError("give exactly one of -i/--interface and -r/--read")
+        if [self.interface, self.read, self.dpdk].count(None) != 2:
+            raise ConfigError("give exactly one of -i/--interface, -r/--read and --dpdk")
+        if self.eal and self.dpdk is None:
+            raise ConfigError("--eal goes with --dpdk")
+        if self.dpdk is not None:
+            eal_arguments(self.eal, self.cpus)  # judged now: one line, exit 2
+            if self.rx_desc > MAX_DPDK_DESC:
+                raise ConfigError(
+                    f"-d/--rx-desc must be at most {MAX_DPDK_DESC} with --dpdk, got {self.rx_desc}"
+                )
         for option, text in (
             ("-i/--interface", self.interface),
+            ("--dpdk", self.dpdk),
             ("-r/--read", self.read),
             ("--stats-json", self.stats_json),
             ("-s/--kafka-stats", self.kafka_stats),
@@ -426,3 +445,40 @@ def _reason(error: OSError | UnicodeDecodeError) -> str:
     if isinstance(error, OSError):
         return error.strerror or str(error)
     return "not UTF-8 text"
+
+
+def eal_arguments(text: str, cpus: list[int]) -> list[str]:
+    """The EAL's arguments: the operator's `--eal` words, plus fastcapa's
+    defaults where the operator did not say otherwise: no shared files (two
+    probes on one host do not collide, nothing is left behind), no telemetry
+    socket, warnings and errors only in DPDK's log, and the main lcore on a
+    core of this process (the workers are pinned by --cpus, not by the EAL)."""
+    try:
+        words = shlex.split(text)
+    except ValueError as e:
+        raise ConfigError(f"--eal: {e}") from None
+    for word in words:
+        _check_printable("--eal", word)
+
+    def given(*options: str) -> bool:
+        return any(w == o or w.startswith(o + "=") for w in words for o in options)
+
+    extra: list[str] = []
+    if not given("--file-prefix", "--in-memory", "--no-shconf"):
+        # No files left behind: --in-memory keeps even hugepages unnamed;
+        # without hugepages (where the EAL refuses it) no shared config, in
+        # a runtime directory of this process's own, removed at exit.
+        if given("--no-huge"):
+            extra += ["--no-shconf", "--file-prefix", f"fastcapa-{os.getpid()}"]
+        else:
+            extra.append("--in-memory")
+    if not given("--telemetry", "--no-telemetry"):
+        extra.append("--no-telemetry")
+    if not given("--log-level"):
+        extra.append("--log-level=5")
+    if not any(
+        w in ("-l", "-c", "--lcores") or w.startswith(("-l", "-c", "--lcores=")) for w in words
+    ):
+        core = cpus[0] if cpus else min(os.sched_getaffinity(0))
+        extra += ["-l", str(core)]
+    return extra + words

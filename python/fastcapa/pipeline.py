@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import IO, Protocol
 
 from fastcapa import _fastcapa, events
-from fastcapa.config import CaptureSettings, explain_connection_failure
+from fastcapa.config import CaptureSettings, eal_arguments, explain_connection_failure
 from fastcapa.errors import ConfigError, KafkaError
 from fastcapa.stats import Reporter, Snapshot
 
@@ -141,7 +141,8 @@ class Pipeline:
         self.reporter: Reporter | None = None
         self.kafka_stats: IO[bytes] | None = None
         self.rings: list[_fastcapa.TxRing] = []
-        self.queues: list[_fastcapa.AfPacketQueue] = []
+        self.queues: list[_fastcapa.AfPacketQueue | _fastcapa.DpdkQueue] = []
+        self.port: _fastcapa.DpdkPort | None = None
         self.group: _fastcapa.RxGroup | None = None
         self.receivers: list[ReceiveWorker] = []
         self.workers: list[_fastcapa.TxWorker] = []
@@ -176,6 +177,8 @@ class Pipeline:
             )
             self.linktype = source.linktype
             self.receivers = [source]
+        elif settings.dpdk is not None:
+            self._open_dpdk(settings.dpdk)
         else:
             self._open_live()
 
@@ -200,6 +203,59 @@ class Pipeline:
                     promiscuous=True,
                 )
             )
+        self._start_receivers()
+
+    def _open_dpdk(self, device: str) -> None:
+        """The EAL (once per process), the port with its queues, started."""
+        settings = self.settings
+        if not _fastcapa.DPDK:
+            raise ConfigError(
+                "--dpdk: this fastcapa was built without DPDK (build it with the dpdk"
+                " feature: make build, docs/dpdk.md)"
+            )
+        program = (
+            _fastcapa.Filter.compile_user(settings.filter) if settings.filter is not None else None
+        )
+        _fastcapa.start_eal(eal_arguments(settings.eal, settings.cpus))
+        self.port = _fastcapa.DpdkPort(
+            device,
+            queues=settings.rx_queues,
+            descriptors=settings.rx_desc,
+            burst=settings.rx_burst,
+            filter=program,
+        )
+        self.queues = [self.port.queue(q) for q in range(self.topology.queues)]
+        self._start_receivers()
+
+    def source_name(self) -> str:
+        """The live source as messages name it."""
+        if self.port is not None:
+            return f"DPDK port {self.port.name} ({self.port.driver})"
+        return self.settings.interface or self.settings.read or "?"
+
+    def source_notes(self) -> list[str]:
+        """What the operator should know about the source: with DPDK, how
+        frames are spread, and where their timestamps come from."""
+        if self.port is None:
+            return []
+        port = self.port
+        spread = (
+            "RSS over IP addresses and ports, symmetric key"
+            if port.rss
+            else "the driver's own spreading"
+            if self.settings.rx_queues > 1
+            else "one queue"
+        )
+        notes = [
+            f"{port.name}: {port.descriptors} descriptors per queue, {spread}; "
+            f"timestamps: {port.timestamps}"
+        ]
+        if self.settings.filter is not None:
+            notes.append(f"{port.name}: the filter runs in user space on every frame")
+        return notes
+
+    def _start_receivers(self) -> None:
+        settings, topology = self.settings, self.topology
         self.group = _fastcapa.RxGroup(count=settings.count)
         self.receivers = [
             _fastcapa.RxWorker(
@@ -342,6 +398,8 @@ class Pipeline:
                 worker.join(ABORT_JOIN_SECONDS)
             for queue in self.queues:  # those no worker took over
                 queue.close()
+            if self.port is not None:  # closes once its workers let go
+                self.port.close()
         finally:
             if self.reporter is not None:
                 self.reporter.close()

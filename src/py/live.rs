@@ -37,6 +37,15 @@ impl Filter {
         Ok(Filter { program })
     }
 
+    /// Compiles `expr` for Ethernet frames as they are on the wire, to be
+    /// run in user space on each frame (DPDK: there is no kernel to run
+    /// it). ConfigError for an expression libpcap refuses.
+    #[staticmethod]
+    fn compile_user(expr: &str) -> PyResult<Filter> {
+        let program = BpfProgram::compile_offline(expr, 1).map_err(capture_error)?;
+        Ok(Filter { program })
+    }
+
     /// Instructions in the program.
     fn __len__(&self) -> usize {
         self.program.len()
@@ -133,6 +142,8 @@ impl RxGroup {
 /// A receive queue of either backend, as a worker takes it.
 enum AnyQueue {
     AfPacket(PacketQueue),
+    #[cfg(feature = "dpdk")]
+    Dpdk(crate::dpdk::DpdkQueue),
 }
 
 /// A receive worker: one native thread draining one receive queue into one
@@ -205,6 +216,8 @@ impl RxWorker {
                 AnyQueue::AfPacket(q) => {
                     crate::rx::run(q, writer, config, shared, counters, events)
                 }
+                #[cfg(feature = "dpdk")]
+                AnyQueue::Dpdk(q) => crate::rx::run(q, writer, config, shared, counters, events),
             };
             if let Err(e) = result {
                 *error.lock().unwrap() = Some(e.to_string());
@@ -250,6 +263,13 @@ fn take_queue(queue: &Bound<'_, PyAny>) -> PyResult<AnyQueue> {
         let taken = q.get().queue.lock().unwrap().take();
         return taken
             .map(AnyQueue::AfPacket)
+            .ok_or_else(|| ConfigError::new_err("this queue already has its receive worker"));
+    }
+    #[cfg(feature = "dpdk")]
+    if let Ok(q) = queue.cast::<super::dpdk::DpdkQueue>() {
+        let taken = q.get().queue.lock().unwrap().take();
+        return taken
+            .map(AnyQueue::Dpdk)
             .ok_or_else(|| ConfigError::new_err("this queue already has its receive worker"));
     }
     Err(ConfigError::new_err(format!(

@@ -2,6 +2,8 @@
 //! stages, so the control plane can build the topology from objects. Nothing
 //! below this folder knows about Python.
 
+#[cfg(feature = "dpdk")]
+mod dpdk;
 mod dump;
 pub mod errors;
 mod live;
@@ -23,6 +25,14 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<live::RxWorker>()?;
     m.add_class::<transmit::TxWorker>()?;
     m.add_class::<dump::Dump>()?;
+    // Whether this build has the DPDK backend (the `dpdk` feature).
+    m.add("DPDK", cfg!(feature = "dpdk"))?;
+    #[cfg(feature = "dpdk")]
+    {
+        m.add_class::<dpdk::DpdkPort>()?;
+        m.add_class::<dpdk::DpdkQueue>()?;
+        m.add_function(wrap_pyfunction!(dpdk::start_eal, m)?)?;
+    }
     m.add_function(wrap_pyfunction!(drop_privileges, m)?)?;
     m.add("LIBRDKAFKA_VERSION", rdkafka::util::get_rdkafka_version().1)?;
     m.add("RX_COUNTERS", crate::counters::RxCounters::NAMES.to_vec())?;

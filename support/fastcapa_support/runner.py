@@ -65,14 +65,15 @@ class Probe:
     """
 
     def __init__(
-        self, iface: str, topic: str, bootstrap: str, tmp: Path, *args: str, prefix=()
+        self, iface: str, topic: str, bootstrap: str, tmp: Path, *args: str, prefix=(), source=()
     ) -> None:
-        """`prefix`: a command to start it under, e.g. setpriv with other credentials."""
+        """`prefix`: a command to start it under, e.g. setpriv with other credentials.
+        `source`: options naming another source than `-i iface` (`--dpdk ...`)."""
         self.stats = tmp / f"stats-{topic}.jsonl"
         self.err_path = tmp / f"stderr-{topic}.txt"
         with open(self.err_path, "w") as err:
             self.proc = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "fastcapa", "-i", iface, "-t", topic,
+                [*prefix, sys.executable, "-m", "fastcapa", *(source or ("-i", iface)), "-t", topic,
                  "-k", bootstrap, "--stats-json", str(self.stats), "--stats-interval", "1",
                  *args],
                 stderr=err,
