@@ -5,7 +5,8 @@ A fresh virtualenv outside the source tree, a PATH without cargo, `pip
 install` of the wheel in dist/ (its Python dependencies from the package
 index), then, against a real broker: a replay of a corpus file and a dump of
 the topic back, read by libpcap and compared with the file. Also checks that
-the extension finds libpcap inside the wheel, not on the system.
+the extension finds libpcap inside the wheel, not on the system, and that
+`--dpdk` (not in the wheel) is refused with one line.
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def main() -> int:
         if not pcap or "fastcapa.libs" not in pcap[0]:
             return fail(f"libpcap does not come from the wheel: {pcap}")
         fastcapa = str(venv / "bin" / "fastcapa")
+        # The wheel is built without DPDK: asking for it is one line and exit 2.
+        dpdk = sh(fastcapa, "--dpdk", "net_null0", "-t", "wheel", "-k", "127.0.0.1:9")
+        said = dpdk.stderr.strip().splitlines()
+        if dpdk.returncode != 2 or len(said) != 1 or "built without DPDK" not in said[0]:
+            return fail(f"--dpdk without DPDK: exit {dpdk.returncode}, {dpdk.stderr.strip()!r}")
         with Cluster(nodes=1) as kafka:
             make_topic(kafka.bootstrap, "wheel", partitions=2)
             replay = sh(fastcapa, "-r", str(sample), "-t", "wheel", "-k", kafka.bootstrap)
