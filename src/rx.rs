@@ -243,6 +243,7 @@ fn take_frames<Q: RxQueue>(
     state.blocked = false;
     let burst = config.burst.max(1);
     let (mut taken, mut bytes, mut enqueued, mut full, mut in_burst) = (0u64, 0u64, 0u64, 0u64, 0);
+    let mut pushed_any = false;
     let consumed = queue.take(|frame| {
         let hash = if config.hash_flows {
             flow_hash(frame.data)
@@ -258,6 +259,7 @@ fn take_frames<Q: RxQueue>(
         if pushed {
             state.full_since = None;
             enqueued += 1;
+            pushed_any = true;
         } else {
             let since = *state.full_since.get_or_insert_with(Instant::now);
             if !ring.stalled(hash) && since.elapsed() < RING_FULL_WAIT {
@@ -276,7 +278,12 @@ fn take_frames<Q: RxQueue>(
         }
         true
     });
-    ring.wake_idle();
+    // A take that published nothing has nobody to wake; ringing anyway
+    // wakes a parked transmit worker on every empty look of a spinning
+    // receive worker.
+    if pushed_any {
+        ring.wake_idle();
+    }
     publish(counters, &mut taken, &mut bytes, &mut enqueued, &mut full);
     consumed
 }

@@ -1,6 +1,6 @@
 """Live paths an operator will hit, each on a veth pair of its own into the
 session's broker: `--count`,
-the fanout modes, `--idle spin` through a link flap, a kernel ring that
+the fanout modes, `--idle spin` through a link flap and idle, a kernel ring that
 overflows, capture times per frame, and a frame Kafka refuses. (A second
 signal during a drain needs a broker to pause: it is in test_faults.py.)
 
@@ -17,12 +17,14 @@ import os
 import signal
 import statistics
 import struct
+import time
 from collections import Counter
 
 import pytest
 
 from fastcapa_support.kafka_read import read_topic
 from fastcapa_support.netns import VethPair, netns_available
+from fastcapa_support.procfs import thread_cpu_seconds
 from fastcapa_support.runner import Probe, assert_accounting, udp_frame, write_capture
 from fastcapa_support.steady import SteadySender, check_topic, parse
 
@@ -138,6 +140,32 @@ def test_spin_mode_delivers_and_rides_out_a_link_flap(kafka, new_topic, tmp_path
     ], err
     assert report["kaf"]["out"] == len(before) + len(after), report
     assert_holds_exactly(kafka, topic, before + after)
+
+
+def test_an_idle_spinning_receive_worker_lets_its_transmit_worker_sleep(kafka, new_topic, tmp_path):
+    """--idle spin on an idle link: the receive worker spins, but a look
+    that finds nothing must not wake the parked transmit worker. Once it
+    woke it on every empty look, and the idle transmit worker used most of
+    a core; now it sleeps (well under a tenth of the time measured)."""
+    topic = new_topic()
+    with VethPair(queues=1) as veth:
+        probe = Probe(veth.probe_side, topic, kafka.bootstrap, tmp_path, "--idle", "spin")
+        try:
+            veth.send(write_capture(tmp_path / "some.pcap", numbered(50)))
+            probe.wait_taken(50)
+            time.sleep(1)  # the last delivery reports in, the worker parked
+            pid, window = probe.proc.pid, 3.0
+            before = dict(thread_cpu_seconds(pid))
+            time.sleep(window)
+            after = dict(thread_cpu_seconds(pid))
+            status, err, report = probe.stop()
+        finally:
+            probe.kill()
+    assert status == 0, err
+    assert_accounting(report)
+    spent = {n: after[n] - before.get(n, 0.0) for n in after if n.startswith("fcapa-")}
+    assert spent["fcapa-rx-0"] > window / 4, spent  # it did spin: the test measures something
+    assert spent["fcapa-tx-0"] < window / 10, spent
 
 
 # ---------------------------------------------------------------- [nic] drops
