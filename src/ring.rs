@@ -291,20 +291,27 @@ impl LaneReader {
     /// Calls `each` on up to `max` waiting slots, oldest first, then hands
     /// them all back to the producer at once. Returns how many it read.
     #[inline]
-    pub fn pop_burst(&mut self, max: usize, mut each: impl FnMut(&Slot)) -> usize {
+    pub fn pop_burst(&mut self, max: usize, each: impl FnMut(&Slot)) -> usize {
+        self.read_burst(max, |burst| burst.for_each(each)).0
+    }
+
+    /// Lends up to `max` waiting slots, oldest first, to `read` all at once
+    /// (so that one call can hand a whole burst to Kafka), then hands them
+    /// all back to the producer. Returns how many it lent, and what `read`
+    /// returned.
+    #[inline]
+    pub fn read_burst<R>(&mut self, max: usize, read: impl FnOnce(Burst<'_>) -> R) -> (usize, R) {
         // Reload the producer's index only when what we know of is less than
         // a full burst: one Acquire load per burst at most.
         if self.cached_tail.wrapping_sub(self.head) < max {
             self.cached_tail = self.lane.tail.0.load(Ordering::Acquire);
         }
         let n = self.cached_tail.wrapping_sub(self.head).min(max);
-        for i in 0..n {
-            let cell = &self.lane.slots[self.head.wrapping_add(i) & self.lane.mask];
-            // SAFETY: slots in [head, tail) were published by the producer's
-            // Release store (seen by our Acquire load) and are not written
-            // again until our own Release store of head below.
-            each(unsafe { &*cell.get() });
-        }
+        let result = read(Burst {
+            lane: &self.lane,
+            next: self.head,
+            end: self.head.wrapping_add(n),
+        });
         if n > 0 {
             self.head = self.head.wrapping_add(n);
             self.lane.head.0.store(self.head, Ordering::Release);
@@ -323,7 +330,7 @@ impl LaneReader {
                 }
             }
         }
-        n
+        (n, result)
     }
 
     /// True when nothing is waiting (reloads the producer's index).
@@ -343,6 +350,38 @@ impl LaneReader {
         let _ = self.lane.bell.0.thread.set(std::thread::current());
     }
 }
+
+/// The slots of one burst, oldest first (see [`LaneReader::read_burst`]).
+pub struct Burst<'a> {
+    lane: &'a Lane,
+    next: usize,
+    end: usize,
+}
+
+impl<'a> Iterator for Burst<'a> {
+    type Item = &'a Slot;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a Slot> {
+        if self.next == self.end {
+            return None;
+        }
+        let cell = &self.lane.slots[self.next & self.lane.mask];
+        self.next = self.next.wrapping_add(1);
+        // SAFETY: slots in [head, tail) were published by the producer's
+        // Release store (seen by the reader's Acquire load) and are not
+        // written again until the reader's Release store of head, which
+        // `read_burst` makes only after the `Burst` borrowing them is gone.
+        Some(unsafe { &*cell.get() })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.end.wrapping_sub(self.next);
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Burst<'_> {}
 
 /// See [`LaneReader::stall_flag`].
 pub struct StallFlag(Arc<Lane>);
