@@ -308,9 +308,7 @@ def metadata() -> dict:
 
 
 def git_describe(build: Path) -> str:
-    """What the `--before` build is: its directory and when its library was built."""
-    library = next((build / "python" / "fastcapa").glob("_fastcapa*.so"), None)
-    if library is None:
-        return str(build)
-    built = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(library.stat().st_mtime))
-    return f"{build} (library built {built})"
+    """What the `--before` build is: DIR/COMMIT says, when whoever made the
+    copy wrote it there (a copied library's file times say nothing)."""
+    note = build / "COMMIT"
+    return f"{build}: {note.read_text().strip()}" if note.exists() else str(build)

@@ -80,14 +80,6 @@ def ratios(result: dict) -> dict:
                 out[f"replay {label}"][f"msgs_vs_{tool.replace(' ', '_')}"] = ratio(
                     fast["msgs_per_s"], tools[tool]["msgs_per_s"]
                 )
-        if "fastcapa-before" in tools:
-            before = tools["fastcapa-before"]
-            out[f"replay {label}"]["msgs_vs_before"] = ratio(
-                fast["msgs_per_s"], before["msgs_per_s"]
-            )
-            out[f"replay {label}"]["cpu_vs_before"] = ratio(
-                fast["net_cpu_s_per_mframe"], before["net_cpu_s_per_mframe"]
-            )
     if "wayback" in result:
         back = result["wayback"]
         out["wayback"] = {

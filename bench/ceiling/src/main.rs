@@ -7,15 +7,18 @@
 //! - `rd_kafka_produce_batch`, 256 messages per call (fastcapa's `-w`), with
 //!   `RD_KAFKA_MSG_F_COPY`: one topic lock, one partition lookup and one
 //!   clock read per call, one allocation and copy per message;
-//! - an explicit partition per call, sticky for `batch.num.messages`
-//!   messages then the next one, so partitions stay balanced and no key is
-//!   hashed;
+//! - an explicit partition per call, sticky for a message set
+//!   (`batch.num.messages` messages or `batch.size` bytes) then the next
+//!   one, so partitions stay balanced and no key is hashed (what fastcapa's
+//!   default partitioning does);
 //! - delivery reports counted by a `dr_msg_cb`, served by `rd_kafka_poll`
 //!   after every call (what frees room in the queue; an accounting probe
 //!   needs them).
 //!
 //! Prints one JSON line: frames, bytes, seconds from the first produce to the
-//! last delivery report, delivered, failed, librdkafka's version.
+//! last delivery report, delivered, failed, librdkafka's version, and the
+//! CPU seconds spent loading the file (`load_cpu_s`), which the benchmark
+//! takes off: the ceiling's figure is the cost of producing alone.
 //!
 //!     fastcapa-ceiling FILE BOOTSTRAP TOPIC [key=value ...]
 
@@ -86,12 +89,14 @@ fn main() {
         set("bootstrap.servers", &args[2]);
         // The caller's settings: bench/run.py passes fastcapa's defaults
         // (python/fastcapa/config.py), so both produce alike.
-        let mut batch_messages = 10_000usize;
+        let (mut batch_messages, mut batch_bytes) = (10_000usize, 1_000_000usize);
         for setting in &args[4..] {
             let (key, value) = setting.split_once('=').expect("key=value");
             set(key, value);
-            if key == "batch.num.messages" {
-                batch_messages = value.parse().expect("batch.num.messages");
+            match key {
+                "batch.num.messages" => batch_messages = value.parse().expect("a number"),
+                "batch.size" => batch_bytes = value.parse().expect("a number"),
+                _ => {}
             }
         }
         rd::rd_kafka_conf_set_dr_msg_cb(conf, Some(on_delivery));
@@ -116,10 +121,11 @@ fn main() {
         let partitions = (*(*metadata).topics).partition_cnt.max(1);
         rd::rd_kafka_metadata_destroy(metadata);
 
+        let load_cpu_s = cpu_seconds();
         let started = Instant::now();
         let mut bytes = 0u64;
         let mut messages: Vec<rd::rd_kafka_message_t> = Vec::with_capacity(BATCH);
-        let (mut partition, mut stint) = (0i32, 0usize);
+        let (mut partition, mut stint, mut stint_bytes) = (0i32, 0usize, 0usize);
         for (chunk_spans, chunk_keys) in spans.chunks(BATCH).zip(keys.chunks(BATCH)) {
             messages.clear();
             for (&(start, len), key) in chunk_spans.iter().zip(chunk_keys) {
@@ -130,6 +136,7 @@ fn main() {
                 message.key_len = key.len();
                 messages.push(message);
                 bytes += len as u64;
+                stint_bytes += len;
             }
             let mut pending = &mut messages[..];
             while !pending.is_empty() {
@@ -158,8 +165,8 @@ fn main() {
                 }
             }
             stint += chunk_spans.len();
-            if stint >= batch_messages {
-                stint = 0;
+            if stint >= batch_messages || stint_bytes >= batch_bytes {
+                (stint, stint_bytes) = (0, 0);
                 partition = (partition + 1) % partitions;
             }
         }
@@ -171,16 +178,29 @@ fn main() {
         let version = CStr::from_ptr(rd::rd_kafka_version_str()).to_string_lossy();
         println!(
             "{{\"frames\": {}, \"bytes\": {}, \"seconds\": {:.6}, \"delivered\": {}, \
-             \"failed\": {}, \"librdkafka\": \"{}\", \"partitions\": {}}}",
+             \"failed\": {}, \"librdkafka\": \"{}\", \"partitions\": {}, \"load_cpu_s\": {:.4}}}",
             spans.len(),
             bytes,
             seconds,
             counts.delivered,
             counts.failed,
             version,
-            partitions
+            partitions,
+            load_cpu_s
         );
         rd::rd_kafka_topic_destroy(rkt);
         rd::rd_kafka_destroy(rk);
     }
+}
+
+/// CPU seconds (user + system) this process has used so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
