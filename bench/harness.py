@@ -292,7 +292,11 @@ def metadata() -> dict:
         before = git_describe(BEFORE)
     return {
         "commit": git("rev-parse", "--short", "HEAD")
-        + (" (dirty)" if git("status", "--porcelain", "--untracked-files=no") else ""),
+        + (
+            " (dirty)"
+            if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/plots")
+            else ""
+        ),
         "before": before,
         "producer_settings": dict(PRODUCER_DEFAULTS),
         "librdkafka": LIBRDKAFKA_VERSION,

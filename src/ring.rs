@@ -180,10 +180,22 @@ pub struct LaneWriter {
 }
 
 impl LaneWriter {
-    /// Fills the next free slot with `fill` and publishes it. Returns false,
-    /// without calling `fill`, when the lane is full.
+    /// Fills the next free slot with `fill`, publishes it, and wakes the
+    /// consumer if it is parked. Returns false, without calling `fill`, when
+    /// the lane is full.
     #[inline]
     pub fn push_with(&mut self, fill: impl FnOnce(&mut Slot)) -> bool {
+        let pushed = self.push_quiet(fill);
+        if pushed {
+            self.wake_idle();
+        }
+        pushed
+    }
+
+    /// `push_with` without the wake: the caller wakes the consumer itself
+    /// (`RingWriter::wake_idle`) once it has published a batch.
+    #[inline]
+    pub fn push_quiet(&mut self, fill: impl FnOnce(&mut Slot)) -> bool {
         let capacity = self.lane.slots.len();
         if self.tail.wrapping_sub(self.cached_head) == capacity {
             self.cached_head = self.lane.head.0.load(Ordering::Acquire);
@@ -197,7 +209,6 @@ impl LaneWriter {
         fill(unsafe { &mut *cell.get() });
         self.tail = self.tail.wrapping_add(1);
         self.lane.tail.0.store(self.tail, Ordering::Release);
-        self.wake_idle();
         true
     }
 
@@ -236,6 +247,16 @@ impl RingWriter {
     pub fn push_with(&mut self, flow_hash: u32, fill: impl FnOnce(&mut Slot)) -> bool {
         let lane = self.lane_of(flow_hash);
         self.lanes[lane].push_with(fill)
+    }
+
+    /// Pushes into the lane chosen by `flow_hash` without waking its
+    /// consumer: a source that publishes many frames in a row (a capture
+    /// file) wakes it once per batch with `wake_idle`, so the consumer finds
+    /// a burst rather than one frame each time it wakes.
+    #[inline]
+    pub fn push_quiet(&mut self, flow_hash: u32, fill: impl FnOnce(&mut Slot)) -> bool {
+        let lane = self.lane_of(flow_hash);
+        self.lanes[lane].push_quiet(fill)
     }
 
     /// Waits until the lane `flow_hash` picks is at most half full, or

@@ -90,6 +90,9 @@ impl CaptureFile {
         let result = self.read_into(
             rings, &mut tally, counters, snaplen, count, hash_flows, stop,
         );
+        for ring in rings.iter() {
+            ring.wake_idle();
+        }
         for (tally, stats) in tally.iter_mut().zip(counters) {
             tally.flush(stats);
         }
@@ -134,7 +137,7 @@ impl CaptureFile {
             tally.taken += 1;
             tally.taken_bytes += data.len() as u64;
             loop {
-                let pushed = rings[queue].push_with(hash / queues, |slot| {
+                let pushed = rings[queue].push_quiet(hash / queues, |slot| {
                     slot.ts_us = ts_us;
                     slot.wire_len = header.len;
                     slot.flow_hash = hash;
@@ -152,10 +155,13 @@ impl CaptureFile {
                 // The ring is full: Kafka is slower than the disk. Wait for
                 // room (the transmit worker wakes us at half a ring free).
                 tally.flush(&counters[queue]);
+                rings[queue].wake_idle();
                 rings[queue].wait_for_room(hash / queues, Duration::from_millis(1));
             }
             if tally.taken >= TALLY_RECORDS {
+                // The transmit workers wake to a batch, not to every record.
                 tally.flush(&counters[queue]);
+                rings[queue].wake_idle();
             }
         }
         Ok(())
