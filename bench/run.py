@@ -115,11 +115,13 @@ def main() -> int:
         stem = "pooled-" + time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime())
         print(write(stem, pooled))
         return 0
-    only = [name for name in args.only.split(",") if scenarios.available(name)]
     unknown = set(args.only.split(",")) - set(scenarios.SCENARIOS)
     if unknown:
         print(f"bench: no scenario {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
+    only = [name for name in args.only.split(",") if scenarios.available(name)]
+    for name in sorted(set(args.only.split(",")) - set(only)):
+        print(f"bench: skipping {name}: its module is not there", file=sys.stderr)
     harness.BEFORE = args.before
     if not CEILING.exists():
         print(f"bench: {CEILING} missing: run `make bench`", file=sys.stderr)
