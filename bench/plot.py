@@ -58,7 +58,9 @@ def _save(fig, note: str, path: Path) -> Path:
 def plot(result: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    note = f"{result['started']}, {result['machine']}"
+    from report import machine_text
+
+    note = f"{result['started']}, {machine_text(result)}"
     if "replay" in result:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
         replay = result["replay"]

@@ -1,10 +1,22 @@
 //! One Kafka producer, as a transmit worker uses it.
 //!
-//! Built on `rdkafka`'s `BaseProducer` (its own librdkafka), whose context
-//! counts every delivery report. Frames are produced with
-//! `rd_kafka_produceva` on a topic handle made once, so the per-frame call
-//! allocates nothing on our side: librdkafka copies key and value into its own
-//! queue (`RD_KAFKA_MSG_F_COPY`), and the slot goes back to the ring at once.
+//! Built on `rdkafka`'s `BaseProducer` (its own librdkafka) for the client's
+//! life cycle (settings, the start-up check, purge), with the hot path on
+//! librdkafka's C API through a topic handle made once:
+//!
+//! - a burst of whole frames is one `rd_kafka_produce_batch` call: one topic
+//!   lock, one partition lookup and one clock read per burst, one allocation
+//!   and copy per frame inside librdkafka (`RD_KAFKA_MSG_F_COPY`), nothing
+//!   allocated on our side; the slots go back to the ring at once;
+//! - a frame cut by the snapshot length carries its wire length in a record
+//!   header, which the batch call cannot carry: it goes alone through
+//!   `rd_kafka_produceva`;
+//! - delivery reports are served as librdkafka's events
+//!   (`rd_kafka_queue_poll` on the main queue, `rd_kafka_event_message_next`),
+//!   counted per event rather than through a callback per message.
+//!
+//! The record's Kafka timestamp is the time of production (the batch call
+//! sets no other); the capture time is the key (docs/performance.md).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -122,7 +134,8 @@ pub enum Offer {
 /// record's original length. Whole frames carry no header.
 pub const ORIG_LEN_HEADER: &std::ffi::CStr = c"orig_len";
 
-/// Most report events one `serve_reports` call handles (each is a batch).
+/// Most events one `serve_reports` call handles (a delivery report event
+/// holds the reports of up to a whole message set).
 const REPORT_EVENTS_PER_CALL: usize = 16;
 /// How long the start-up check waits for a topic that a cluster creating
 /// topics on first use is making (a few hundred ms on a test broker).
@@ -132,12 +145,15 @@ const TOPIC_CREATION_PAUSE: Duration = Duration::from_millis(200);
 pub struct KafkaProducer {
     producer: BaseProducer<DeliveryCounter>,
     topic: *mut rd::rd_kafka_topic_t,
+    /// The client's main queue, where delivery reports, statistics and
+    /// errors arrive as events.
+    queue: *mut rd::rd_kafka_queue_t,
     topic_name: String,
     bootstrap: String,
 }
 
-// SAFETY: the topic handle is reference-counted and thread-safe in librdkafka;
-// it is only destroyed in Drop, once, by the owner.
+// SAFETY: the topic and queue handles are reference-counted and thread-safe
+// in librdkafka; they are only destroyed in Drop, once, by the owner.
 unsafe impl Send for KafkaProducer {}
 // SAFETY: librdkafka's client and topic handles may be used from any thread.
 unsafe impl Sync for KafkaProducer {}
@@ -152,6 +168,7 @@ impl KafkaProducer {
         events: Arc<EventLog>,
         stats_file: Option<File>,
     ) -> Result<KafkaProducer, ProducerError> {
+        keep_freed_memory();
         let mut config = ClientConfig::new();
         for (key, value) in settings {
             config.set(key, value);
@@ -188,9 +205,12 @@ impl KafkaProducer {
                 "cannot open topic {topic:?}"
             )));
         }
+        // SAFETY: as above; the reference is released in Drop.
+        let queue = unsafe { rd::rd_kafka_queue_get_main(producer.client().native_ptr()) };
         Ok(KafkaProducer {
             producer,
             topic: handle,
+            queue,
             topic_name: topic.to_string(),
             bootstrap: config.get("bootstrap.servers").unwrap_or("").to_string(),
         })
@@ -273,20 +293,14 @@ impl KafkaProducer {
         (count > 0).then_some(count)
     }
 
-    /// Offers one frame: key = capture time in µs (8 bytes, big-endian),
-    /// `timestamp_ms` the record's Kafka timestamp (0: librdkafka's clock),
-    /// `partition` < 0 lets librdkafka's partitioner choose by key. A frame
-    /// cut short of its `wire_len` carries that length in an `orig_len`
-    /// header; a whole frame carries no header at all.
+    /// Offers one frame alone: key = capture time in µs (8 bytes,
+    /// big-endian), `partition` < 0 lets librdkafka's partitioner choose by
+    /// key. A frame cut short of its `wire_len` carries that length in an
+    /// `orig_len` header; a whole frame carries no header at all (whole
+    /// frames normally go by [`KafkaProducer::produce_batch`]). The record's
+    /// timestamp is the time of production, as for a batch.
     #[inline]
-    pub fn offer(
-        &self,
-        ts_us: u64,
-        timestamp_ms: i64,
-        partition: i32,
-        value: &[u8],
-        wire_len: u32,
-    ) -> Offer {
+    pub fn offer(&self, ts_us: u64, partition: i32, value: &[u8], wire_len: u32) -> Offer {
         let key = ts_us.to_be_bytes();
         let orig_len = wire_len.to_be_bytes();
         let cut = wire_len as usize > value.len();
@@ -310,7 +324,6 @@ impl KafkaProducer {
             ),
             vu(RD_KAFKA_VTYPE_KEY, mem(key.as_ptr(), key.len())),
             vu(RD_KAFKA_VTYPE_VALUE, mem(value.as_ptr(), value.len())),
-            vu(RD_KAFKA_VTYPE_TIMESTAMP, U { i64_: timestamp_ms }),
             vu(
                 RD_KAFKA_VTYPE_HEADER,
                 U {
@@ -347,16 +360,96 @@ impl KafkaProducer {
         }
     }
 
-    /// Serves the delivery reports (and statistics) that are waiting, without
-    /// blocking. (`BaseProducer::poll` with a timeout keeps polling until the
-    /// deadline, and rounds what is left below 1 ms down to a non-blocking
-    /// poll: it spins for the rest of the millisecond after every event.)
+    /// Offers the messages of `batch` in one call, to `partition`, or to
+    /// each message's own partition when the batch holds several (`partition`
+    /// is then ignored), or by librdkafka's partitioner on the key when
+    /// `partition` is [`UNASSIGNED`]. Sets each message's outcome (see
+    /// [`Batch::outcome`]); returns how many were queued.
+    #[inline]
+    pub fn produce_batch(&self, partition: i32, batch: &mut Batch) -> usize {
+        if batch.messages.is_empty() {
+            return 0;
+        }
+        let mut flags = rd::RD_KAFKA_MSG_F_COPY;
+        let partition = if batch.per_message_partition {
+            flags |= rd::RD_KAFKA_MSG_F_PARTITION;
+            UNASSIGNED
+        } else {
+            partition
+        };
+        // SAFETY: every message points at a key in `batch.keys` and a value
+        // the caller keeps alive for the call (see `Batch::push`); with
+        // RD_KAFKA_MSG_F_COPY librdkafka copies both before it returns and
+        // only writes each message's `err` back.
+        let queued = unsafe {
+            rd::rd_kafka_produce_batch(
+                self.topic,
+                partition,
+                flags,
+                batch.messages.as_mut_ptr(),
+                batch.messages.len() as i32,
+            )
+        };
+        queued.max(0) as usize
+    }
+
+    /// Serves the events that are waiting, without blocking: delivery
+    /// reports counted per event, statistics written to their file, client
+    /// errors recorded as events.
     pub fn serve_reports(&self) {
+        let context = self.producer.context();
         for _ in 0..REPORT_EVENTS_PER_CALL {
-            let before = self.producer.in_flight_count();
-            self.producer.poll(Duration::ZERO);
-            if self.producer.in_flight_count() == before {
+            // SAFETY: the queue lives as long as `self`; a zero timeout never blocks.
+            let event = unsafe { rd::rd_kafka_queue_poll(self.queue, 0) };
+            if event.is_null() {
                 break;
+            }
+            // SAFETY: `event` is a valid event we own until the destroy below;
+            // the messages and strings it lends are only read before that.
+            unsafe {
+                match rd::rd_kafka_event_type(event) {
+                    rd::RD_KAFKA_EVENT_DR => {
+                        let (mut delivered, mut bytes, mut failed) = (0u64, 0u64, 0u64);
+                        loop {
+                            let message = rd::rd_kafka_event_message_next(event);
+                            if message.is_null() {
+                                break;
+                            }
+                            let err = (*message).err;
+                            if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                                delivered += 1;
+                                bytes += (*message).len as u64;
+                            } else {
+                                failed += 1;
+                                // Worded as rust-rdkafka's delivery callback words it.
+                                let error = KafkaError::MessageProduction(err.into());
+                                context
+                                    .events
+                                    .record(EventKind::DeliveryFailed, &error.to_string());
+                            }
+                        }
+                        bump(&context.counters.delivered, delivered);
+                        bump(&context.counters.delivered_bytes, bytes);
+                        bump(&context.counters.failed, failed);
+                    }
+                    rd::RD_KAFKA_EVENT_STATS => {
+                        let json = std::ffi::CStr::from_ptr(rd::rd_kafka_event_stats(event));
+                        context.stats_raw(json.to_bytes());
+                    }
+                    rd::RD_KAFKA_EVENT_ERROR => {
+                        let code = rd::rd_kafka_event_error(event);
+                        let reason =
+                            std::ffi::CStr::from_ptr(rd::rd_kafka_event_error_string(event));
+                        context.error(
+                            KafkaError::Global(code.into()),
+                            reason.to_string_lossy().trim(),
+                        );
+                    }
+                    // Logs: fastcapa installs no logger (rust-rdkafka would
+                    // drop them too).
+                    _ => {}
+                }
+                rd::rd_kafka_event_destroy(event);
             }
         }
     }
@@ -405,6 +498,133 @@ impl Drop for KafkaProducer {
     fn drop(&mut self) {
         // SAFETY: the handle came from rd_kafka_topic_new and is destroyed
         // once, before the client that owns it.
-        unsafe { rd::rd_kafka_topic_destroy(self.topic) };
+        unsafe {
+            rd::rd_kafka_queue_destroy(self.queue);
+            rd::rd_kafka_topic_destroy(self.topic);
+        }
+    }
+}
+
+/// librdkafka allocates every message it queues and frees it when its
+/// delivery report is served: at a million messages a second the transmit
+/// thread's malloc heap grows by megabytes and, with glibc's defaults, is
+/// trimmed back each time the reports have freed its top, then faulted in
+/// again page by page (an eighth of the transmit path's CPU, docs/benchmarks.md).
+/// Freed memory up to these sizes stays with the heap instead; the producer
+/// queue's bound (`--buffer`) still caps how much is ever in use.
+const KEEP_FREED_BYTES: i32 = 64 << 20;
+const HEAP_GROWTH_PAD_BYTES: i32 = 16 << 20;
+
+fn keep_freed_memory() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only changes glibc's trimming thresholds; it is
+        // safe to call at any time from any thread.
+        unsafe {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP_FREED_BYTES);
+            libc::mallopt(libc::M_TOP_PAD, HEAP_GROWTH_PAD_BYTES);
+        }
+    });
+}
+
+/// librdkafka's "no partition chosen" (`RD_KAFKA_PARTITION_UA`, a macro
+/// the bindings leave out): its partitioner hashes the key.
+pub const UNASSIGNED: i32 = -1;
+
+/// The messages of one `rd_kafka_produce_batch` call, reused from burst to
+/// burst: the keys live here, the values in the ring's slots.
+pub struct Batch {
+    messages: Vec<rd::rd_kafka_message_t>,
+    keys: Box<[[u8; 8]]>,
+    /// Keys written since `clear` (messages consumed keep theirs in place).
+    keys_used: usize,
+    per_message_partition: bool,
+}
+
+// SAFETY: the raw pointers a batch holds are only dereferenced by librdkafka
+// inside `produce_batch`, on the thread that owns the batch; between bursts
+// they are stale and never read.
+unsafe impl Send for Batch {}
+
+impl Batch {
+    /// Room for `capacity` messages (the transmit burst).
+    pub fn new(capacity: usize) -> Batch {
+        Batch {
+            messages: Vec::with_capacity(capacity),
+            keys: vec![[0; 8]; capacity].into_boxed_slice(),
+            keys_used: 0,
+            per_message_partition: false,
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.messages.clear();
+        self.keys_used = 0;
+        self.per_message_partition = false;
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.keys_used == self.keys.len()
+    }
+
+    /// Adds a whole frame: key = capture time in µs, `partition` its own
+    /// (any value when the whole batch goes to one partition). `value` must
+    /// stay where it is until the batch is produced or cleared (it is a slot
+    /// the transmit worker holds for the burst).
+    #[inline]
+    pub fn push(&mut self, ts_us: u64, value: &[u8], partition: Option<i32>) {
+        let i = self.keys_used;
+        assert!(i < self.keys.len(), "batch full");
+        self.keys_used += 1;
+        self.keys[i] = ts_us.to_be_bytes();
+        if partition.is_some() {
+            self.per_message_partition = true;
+        }
+        self.messages.push(rd::rd_kafka_message_t {
+            err: rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
+            rkt: std::ptr::null_mut(),
+            partition: partition.unwrap_or(UNASSIGNED),
+            payload: value.as_ptr() as *mut _,
+            len: value.len(),
+            key: self.keys[i].as_ptr() as *mut _,
+            key_len: 8,
+            offset: 0,
+            _private: std::ptr::null_mut(),
+        });
+    }
+
+    /// What became of message `i` in the last `produce_batch`.
+    pub fn outcome(&self, i: usize) -> Offer {
+        use rd::rd_kafka_resp_err_t::*;
+        match self.messages[i].err {
+            RD_KAFKA_RESP_ERR_NO_ERROR => Offer::Queued,
+            RD_KAFKA_RESP_ERR__QUEUE_FULL => Offer::QueueFull,
+            // SAFETY: rd_kafka_err2str returns a static string for any code.
+            err => Offer::Refused(
+                unsafe { std::ffi::CStr::from_ptr(rd::rd_kafka_err2str(err)) }
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+        }
+    }
+
+    /// Payload length of message `i`.
+    pub fn value_len(&self, i: usize) -> usize {
+        self.messages[i].len
+    }
+
+    /// Drops the first `n` messages (those done with), keeping the rest in
+    /// order for another call.
+    pub fn consume(&mut self, n: usize) {
+        self.messages.drain(..n);
     }
 }

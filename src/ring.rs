@@ -180,10 +180,22 @@ pub struct LaneWriter {
 }
 
 impl LaneWriter {
-    /// Fills the next free slot with `fill` and publishes it. Returns false,
-    /// without calling `fill`, when the lane is full.
+    /// Fills the next free slot with `fill`, publishes it, and wakes the
+    /// consumer if it is parked. Returns false, without calling `fill`, when
+    /// the lane is full.
     #[inline]
     pub fn push_with(&mut self, fill: impl FnOnce(&mut Slot)) -> bool {
+        let pushed = self.push_quiet(fill);
+        if pushed {
+            self.wake_idle();
+        }
+        pushed
+    }
+
+    /// `push_with` without the wake: the caller wakes the consumer itself
+    /// (`RingWriter::wake_idle`) once it has published a batch.
+    #[inline]
+    pub fn push_quiet(&mut self, fill: impl FnOnce(&mut Slot)) -> bool {
         let capacity = self.lane.slots.len();
         if self.tail.wrapping_sub(self.cached_head) == capacity {
             self.cached_head = self.lane.head.0.load(Ordering::Acquire);
@@ -197,7 +209,6 @@ impl LaneWriter {
         fill(unsafe { &mut *cell.get() });
         self.tail = self.tail.wrapping_add(1);
         self.lane.tail.0.store(self.tail, Ordering::Release);
-        self.wake_idle();
         true
     }
 
@@ -236,6 +247,16 @@ impl RingWriter {
     pub fn push_with(&mut self, flow_hash: u32, fill: impl FnOnce(&mut Slot)) -> bool {
         let lane = self.lane_of(flow_hash);
         self.lanes[lane].push_with(fill)
+    }
+
+    /// Pushes into the lane chosen by `flow_hash` without waking its
+    /// consumer: a source that publishes many frames in a row (a capture
+    /// file) wakes it once per batch with `wake_idle`, so the consumer finds
+    /// a burst rather than one frame each time it wakes.
+    #[inline]
+    pub fn push_quiet(&mut self, flow_hash: u32, fill: impl FnOnce(&mut Slot)) -> bool {
+        let lane = self.lane_of(flow_hash);
+        self.lanes[lane].push_quiet(fill)
     }
 
     /// Waits until the lane `flow_hash` picks is at most half full, or
@@ -291,20 +312,27 @@ impl LaneReader {
     /// Calls `each` on up to `max` waiting slots, oldest first, then hands
     /// them all back to the producer at once. Returns how many it read.
     #[inline]
-    pub fn pop_burst(&mut self, max: usize, mut each: impl FnMut(&Slot)) -> usize {
+    pub fn pop_burst(&mut self, max: usize, each: impl FnMut(&Slot)) -> usize {
+        self.read_burst(max, |burst| burst.for_each(each)).0
+    }
+
+    /// Lends up to `max` waiting slots, oldest first, to `read` all at once
+    /// (so that one call can hand a whole burst to Kafka), then hands them
+    /// all back to the producer. Returns how many it lent, and what `read`
+    /// returned.
+    #[inline]
+    pub fn read_burst<R>(&mut self, max: usize, read: impl FnOnce(Burst<'_>) -> R) -> (usize, R) {
         // Reload the producer's index only when what we know of is less than
         // a full burst: one Acquire load per burst at most.
         if self.cached_tail.wrapping_sub(self.head) < max {
             self.cached_tail = self.lane.tail.0.load(Ordering::Acquire);
         }
         let n = self.cached_tail.wrapping_sub(self.head).min(max);
-        for i in 0..n {
-            let cell = &self.lane.slots[self.head.wrapping_add(i) & self.lane.mask];
-            // SAFETY: slots in [head, tail) were published by the producer's
-            // Release store (seen by our Acquire load) and are not written
-            // again until our own Release store of head below.
-            each(unsafe { &*cell.get() });
-        }
+        let result = read(Burst {
+            lane: &self.lane,
+            next: self.head,
+            end: self.head.wrapping_add(n),
+        });
         if n > 0 {
             self.head = self.head.wrapping_add(n);
             self.lane.head.0.store(self.head, Ordering::Release);
@@ -323,7 +351,7 @@ impl LaneReader {
                 }
             }
         }
-        n
+        (n, result)
     }
 
     /// True when nothing is waiting (reloads the producer's index).
@@ -343,6 +371,38 @@ impl LaneReader {
         let _ = self.lane.bell.0.thread.set(std::thread::current());
     }
 }
+
+/// The slots of one burst, oldest first (see [`LaneReader::read_burst`]).
+pub struct Burst<'a> {
+    lane: &'a Lane,
+    next: usize,
+    end: usize,
+}
+
+impl<'a> Iterator for Burst<'a> {
+    type Item = &'a Slot;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a Slot> {
+        if self.next == self.end {
+            return None;
+        }
+        let cell = &self.lane.slots[self.next & self.lane.mask];
+        self.next = self.next.wrapping_add(1);
+        // SAFETY: slots in [head, tail) were published by the producer's
+        // Release store (seen by the reader's Acquire load) and are not
+        // written again until the reader's Release store of head, which
+        // `read_burst` makes only after the `Burst` borrowing them is gone.
+        Some(unsafe { &*cell.get() })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.end.wrapping_sub(self.next);
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Burst<'_> {}
 
 /// See [`LaneReader::stall_flag`].
 pub struct StallFlag(Arc<Lane>);

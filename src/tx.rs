@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::counters::{bump, TxCounters};
 use crate::events::{EventKind, EventLog};
-use crate::producer::{KafkaProducer, Offer};
-use crate::ring::{self, LaneReader};
+use crate::producer::{Batch, KafkaProducer, Offer, UNASSIGNED};
+use crate::ring::{self, LaneReader, Slot, StallFlag};
 
 /// Longest park of a worker with nothing to send while messages are still
 /// in flight: their delivery reports come back within about `linger.ms`
@@ -41,9 +41,68 @@ pub struct TxConfig {
     /// is dropped at [tx]; `None` waits as long as it takes (a replay, where
     /// nothing is lost by waiting).
     pub queue_full_wait: Option<Duration>,
-    /// Partition count of the topic when frames go to partitions by flow
-    /// (`--partition-by flow`); `None` lets librdkafka's partitioner hash the key.
-    pub flow_partitions: Option<u32>,
+    /// Which partition each frame goes to.
+    pub partitioning: Partitioning,
+}
+
+/// How a transmit worker chooses partitions (`--partition-by`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Partitioning {
+    /// librdkafka's partitioner on each frame's key (`key`).
+    Key,
+    /// fastcapa's choice (`batch`, the default): a whole burst to one
+    /// partition, the same one until `stint_messages` or `stint_bytes` have
+    /// gone to it (so librdkafka fills whole message sets, as Kafka's sticky
+    /// partitioner does), then the next of `partitions`, round the list, so
+    /// the worker's partitions get equal shares. `partitions` are the
+    /// worker's own (see [`Partitioning::batch`]).
+    Batch {
+        partitions: Vec<i32>,
+        stint_messages: usize,
+        stint_bytes: usize,
+    },
+    /// Every frame to partition `flow_hash % partitions` (`flow`): a flow on
+    /// one partition, in order.
+    Flow { partitions: u32 },
+}
+
+impl Partitioning {
+    /// Batch partitioning for worker `worker` of `workers` on a topic of
+    /// `count` partitions: each worker owns the partitions `p` with
+    /// `p % workers == worker`, so no two workers write to one partition
+    /// (two producers interleaving in one partition put its records out of
+    /// capture order by as much as one of them lags). With more workers than
+    /// partitions, worker `w` shares partition `w % count`.
+    pub fn batch(
+        count: u32,
+        worker: usize,
+        workers: usize,
+        stint_messages: usize,
+        stint_bytes: usize,
+    ) -> Partitioning {
+        let (count, workers) = (count.max(1) as usize, workers.max(1));
+        let partitions = if workers <= count {
+            (worker % workers..count)
+                .step_by(workers)
+                .map(|p| p as i32)
+                .collect()
+        } else {
+            vec![(worker % count) as i32]
+        };
+        Partitioning::Batch {
+            partitions,
+            stint_messages: stint_messages.max(1),
+            stint_bytes: stint_bytes.max(1),
+        }
+    }
+}
+
+/// Where a batch-partitioning worker is in its round of partitions.
+#[derive(Default)]
+struct Stint {
+    index: usize,
+    messages: usize,
+    bytes: usize,
 }
 
 /// How the control plane steers a running transmit worker.
@@ -118,77 +177,77 @@ pub fn run(
     for lane in &lanes {
         lane.attach_current_thread();
     }
-    let mut queue_full_since: Option<Instant> = None;
-    let mut stalled = false;
     let stall_flags: Vec<_> = lanes.iter().map(|lane| lane.stall_flag()).collect();
-    let set_stalled = |value: bool| stall_flags.iter().for_each(|flag| flag.set(value));
+    let mut sender = Sender {
+        producer: &producer,
+        control: &control,
+        events: &events,
+        queue_full_wait: config.queue_full_wait,
+        stall_flags,
+        queue_full_since: None,
+        stalled: false,
+        produced: 0,
+        produced_bytes: 0,
+        dropped: 0,
+    };
+    let mut batch = Batch::new(config.burst.min(MAX_BATCH));
+    let mut stint = Stint::default();
     loop {
         let mut moved = 0;
         for lane in &mut lanes {
-            let horizon_ms = timestamp_horizon_ms();
-            // Counted per burst: one atomic add per figure, not per frame.
-            let (mut produced, mut produced_bytes, mut dropped) = (0u64, 0u64, 0u64);
-            let taken = lane.pop_burst(config.burst, |slot| {
-                let partition = match config.flow_partitions {
-                    Some(n) => (slot.flow_hash % n) as i32,
-                    None => -1,
-                };
-                let timestamp_ms = kafka_timestamp_ms(slot.ts_us, horizon_ms);
-                loop {
-                    match producer.offer(
-                        slot.ts_us,
-                        timestamp_ms,
-                        partition,
-                        &slot.data,
-                        slot.wire_len,
-                    ) {
-                        Offer::Queued => {
-                            queue_full_since = None;
-                            if stalled {
-                                stalled = false;
-                                set_stalled(false);
-                            }
-                            produced += 1;
-                            produced_bytes += slot.data.len() as u64;
-                            break;
+            // The partition of this burst, for batch partitioning.
+            let fixed = match &config.partitioning {
+                Partitioning::Batch { partitions, .. } => partitions[stint.index],
+                _ => UNASSIGNED,
+            };
+            let (taken, bytes) = lane.read_burst(config.burst, |burst| {
+                let mut bytes = 0;
+                for slot in burst {
+                    bytes += slot.data.len();
+                    let own = match config.partitioning {
+                        Partitioning::Flow { partitions } => {
+                            Some((slot.flow_hash % partitions) as i32)
                         }
-                        Offer::Refused(reason) => {
-                            // Counted at [tx]; the reason goes to the operator
-                            // (once per reason, then at 10, 100, ... of it).
-                            events.record(EventKind::Refused, &reason);
-                            dropped += 1;
-                            break;
+                        _ => None,
+                    };
+                    if slot.wire_len as usize > slot.data.len() {
+                        // A cut frame needs its header, which the batch call
+                        // cannot carry: alone, after what came before it.
+                        sender.send_batch(fixed, &mut batch);
+                        sender.send_one(slot, own.unwrap_or(fixed));
+                    } else {
+                        if batch.is_full() {
+                            sender.send_batch(fixed, &mut batch);
                         }
-                        Offer::QueueFull => {
-                            // The wait budget runs from when the queue became
-                            // full, not per frame: once it is spent, frames are
-                            // dropped at once until the queue takes one again.
-                            let since = *queue_full_since.get_or_insert_with(Instant::now);
-                            if !stalled && since.elapsed() >= STALLED_AFTER {
-                                stalled = true;
-                                set_stalled(true);
-                            }
-                            let gave_up = match config.queue_full_wait {
-                                Some(limit) => since.elapsed() >= limit,
-                                None => false,
-                            };
-                            let finishing_late =
-                                control.finishing() && control.remaining().is_zero();
-                            if gave_up || control.aborted() || finishing_late {
-                                dropped += 1;
-                                break;
-                            }
-                            // Serving delivery reports is what frees room.
-                            producer.serve_reports();
-                            std::thread::sleep(QUEUE_FULL_PAUSE);
-                        }
+                        batch.push(slot.ts_us, &slot.data, own);
                     }
                 }
+                sender.send_batch(fixed, &mut batch);
+                bytes
             });
+            // Counted per burst: one atomic add per figure, not per frame.
             bump(&counters.dequeued, taken as u64);
-            bump(&counters.produced, produced);
-            bump(&counters.produced_bytes, produced_bytes);
-            bump(&counters.dropped, dropped);
+            bump(&counters.produced, std::mem::take(&mut sender.produced));
+            bump(
+                &counters.produced_bytes,
+                std::mem::take(&mut sender.produced_bytes),
+            );
+            bump(&counters.dropped, std::mem::take(&mut sender.dropped));
+            if let Partitioning::Batch {
+                partitions,
+                stint_messages,
+                stint_bytes,
+            } = &config.partitioning
+            {
+                stint.messages += taken;
+                stint.bytes += bytes;
+                if stint.messages >= *stint_messages || stint.bytes >= *stint_bytes {
+                    stint = Stint {
+                        index: (stint.index + 1) % partitions.len(),
+                        ..Stint::default()
+                    };
+                }
+            }
             moved += taken;
         }
         if moved == 0 {
@@ -230,25 +289,166 @@ pub fn run(
     producer.serve_reports();
 }
 
-/// Kafka brokers refuse record timestamps more than an hour ahead of their
-/// clock (`log.message.timestamp.after.max.ms`); capture files hold such
-/// times (and zero, and negative ones that wrap), and a frame must not fail
-/// for its metadata. Timestamps past this horizon are left to librdkafka.
-fn timestamp_horizon_ms() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    now.as_millis() as i64 + 3_600_000
+/// Most messages in one `rd_kafka_produce_batch` call (a larger `-w` is
+/// sent in calls of this many).
+const MAX_BATCH: usize = 4096;
+
+/// Hands frames to the producer and counts what becomes of them, waiting
+/// for room in a full producer queue as the worker's configuration says.
+struct Sender<'a> {
+    producer: &'a KafkaProducer,
+    control: &'a TxControl,
+    events: &'a EventLog,
+    queue_full_wait: Option<Duration>,
+    stall_flags: Vec<StallFlag>,
+    queue_full_since: Option<Instant>,
+    stalled: bool,
+    produced: u64,
+    produced_bytes: u64,
+    dropped: u64,
 }
 
-/// The record's Kafka timestamp: the capture time in ms when it is
-/// plausible, else 0 (librdkafka then stamps the time of production).
-#[inline]
-fn kafka_timestamp_ms(ts_us: u64, horizon_ms: i64) -> i64 {
-    let ms = (ts_us / 1000) as i64;
-    if ms > 0 && ms <= horizon_ms {
-        ms
-    } else {
-        0
+impl Sender<'_> {
+    /// The producer took frames: its queue is not full (any more).
+    #[inline]
+    fn room(&mut self) {
+        self.queue_full_since = None;
+        if self.stalled {
+            self.stalled = false;
+            self.stall_flags.iter().for_each(|flag| flag.set(false));
+        }
+    }
+
+    /// The producer queue is full: waits a little (serving delivery reports,
+    /// which is what frees room) and returns true to try again, or false
+    /// when the frames must be dropped.
+    fn wait_for_room(&mut self) -> bool {
+        // The wait budget runs from when the queue became full, not per
+        // frame: once it is spent, frames are dropped at once until the
+        // queue takes one again.
+        let since = *self.queue_full_since.get_or_insert_with(Instant::now);
+        if !self.stalled && since.elapsed() >= STALLED_AFTER {
+            self.stalled = true;
+            self.stall_flags.iter().for_each(|flag| flag.set(true));
+        }
+        let gave_up = match self.queue_full_wait {
+            Some(limit) => since.elapsed() >= limit,
+            None => false,
+        };
+        let finishing_late = self.control.finishing() && self.control.remaining().is_zero();
+        if gave_up || self.control.aborted() || finishing_late {
+            return false;
+        }
+        self.producer.serve_reports();
+        std::thread::sleep(QUEUE_FULL_PAUSE);
+        true
+    }
+
+    /// A refusal is counted at [tx]; the reason goes to the operator (once
+    /// per reason, then at 10, 100, ... of it).
+    fn refused(&mut self, reason: &str) {
+        self.events.record(EventKind::Refused, reason);
+        self.dropped += 1;
+    }
+
+    /// Produces the whole batch in as few calls as the queue allows, then
+    /// empties it.
+    #[inline]
+    fn send_batch(&mut self, partition: i32, batch: &mut Batch) {
+        while !batch.is_empty() {
+            let queued = self.producer.produce_batch(partition, batch);
+            let mut done = batch.len();
+            if queued == batch.len() {
+                self.produced += queued as u64;
+                self.produced_bytes += (0..done).map(|i| batch.value_len(i) as u64).sum::<u64>();
+            } else {
+                // A full queue fails the message it hit and every one after
+                // it; other refusals are the message's own.
+                for i in 0..batch.len() {
+                    match batch.outcome(i) {
+                        Offer::Queued => {
+                            self.produced += 1;
+                            self.produced_bytes += batch.value_len(i) as u64;
+                        }
+                        Offer::Refused(reason) => self.refused(&reason),
+                        Offer::QueueFull => {
+                            done = i;
+                            break;
+                        }
+                    }
+                }
+            }
+            if queued > 0 {
+                self.room();
+            }
+            batch.consume(done);
+            if batch.is_empty() {
+                break;
+            }
+            if !self.wait_for_room() {
+                self.dropped += batch.len() as u64;
+                break;
+            }
+        }
+        batch.clear();
+    }
+
+    /// Produces one frame alone (a cut one, with its header).
+    fn send_one(&mut self, slot: &Slot, partition: i32) {
+        loop {
+            match self
+                .producer
+                .offer(slot.ts_us, partition, &slot.data, slot.wire_len)
+            {
+                Offer::Queued => {
+                    self.room();
+                    self.produced += 1;
+                    self.produced_bytes += slot.data.len() as u64;
+                    return;
+                }
+                Offer::Refused(reason) => return self.refused(&reason),
+                Offer::QueueFull => {
+                    if !self.wait_for_room() {
+                        self.dropped += 1;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Partitioning;
+
+    fn owned(count: u32, worker: usize, workers: usize) -> Vec<i32> {
+        match Partitioning::batch(count, worker, workers, 10, 10) {
+            Partitioning::Batch { partitions, .. } => partitions,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn workers_own_disjoint_partitions_covering_the_topic() {
+        for (count, workers) in [(8, 1), (8, 2), (8, 3), (4, 4), (1, 1)] {
+            let mut all: Vec<i32> = (0..workers)
+                .flat_map(|w| owned(count, w, workers))
+                .collect();
+            all.sort();
+            assert_eq!(
+                all,
+                (0..count as i32).collect::<Vec<_>>(),
+                "{count} {workers}"
+            );
+        }
+        assert_eq!(owned(8, 1, 3), vec![1, 4, 7]);
+    }
+
+    #[test]
+    fn more_workers_than_partitions_share_them_round() {
+        assert_eq!(owned(2, 0, 3), vec![0]);
+        assert_eq!(owned(2, 1, 3), vec![1]);
+        assert_eq!(owned(2, 2, 3), vec![0]);
     }
 }

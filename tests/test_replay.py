@@ -7,7 +7,7 @@ import json
 import shutil
 import struct
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -20,8 +20,8 @@ from fastcapa_support.runner import assert_accounting, assert_clean_failure
 
 pytestmark = pytest.mark.kafka
 
-# Records carry their capture time as Kafka timestamp, years old for the
-# corpus: the test topics must not delete them by retention.
+# Records carry the time of production as Kafka timestamp; the capture time,
+# years old for the corpus, is the key. Keep them however old all the same.
 KEEP = {"retention.ms": "-1"}
 
 CORPUS_FILES = [p for p in corpus.files() if p.suffix in (".pcap", ".pcapng")]
@@ -53,7 +53,8 @@ def writable(ts_us: int) -> bool:
 
 def assert_topic_holds(records, expected: list[tuple[int, bytes]], file_order=True) -> None:
     """Same multiset of (key, value); keys are 8-byte big-endian µs, Kafka
-    timestamps the capture time in ms; with `file_order`, the records of each
+    timestamps the time of production (within the last hour: the corpus'
+    capture times are years old); with `file_order`, the records of each
     partition keep their order in the file."""
     assert len(records) == len(expected)
     got = sorted((r.key, r.value) for r in records)
@@ -65,9 +66,8 @@ def assert_topic_holds(records, expected: list[tuple[int, bytes]], file_order=Tr
     by_partition = defaultdict(list)
     for r in records:
         assert len(r.key) == 8
-        ts_ms = struct.unpack(">Q", r.key)[0] // 1000
-        if 0 < ts_ms < time.time() * 1000:  # implausible times get the production time
-            assert r.timestamp_ms == ts_ms
+        now_ms = time.time() * 1000
+        assert now_ms - 3_600_000 < r.timestamp_ms <= now_ms + 1000
         by_partition[r.partition].append(position[(r.key, r.value)].pop(0))
     if file_order:
         for indexes in by_partition.values():
@@ -179,6 +179,68 @@ def test_multi_queue_replay_spreads_and_keeps_flow_order(kafka, new_topic, fastc
     assert_topic_holds(records, reference.records, file_order=False)
     assert_flows_in_order(records)
     assert len({r.partition for r in records}) == 4
+
+
+def test_batch_partitioning_spreads_evenly_in_file_order(kafka, new_topic, fastcapa, tmp_path):
+    """The default partitioning: each burst to one partition, moving on after
+    a message set (batch.num.messages, here 1000): four partitions get equal
+    shares, each in file order."""
+    from fastcapa_support import capgen as gen_capture
+
+    capture = tmp_path / "even.pcap"
+    gen_capture.generate(str(capture), packets=20_000, flows=50, size=None, seed=5)
+    reference = read_capture(str(capture))
+    topic = new_topic(partitions=4, config=KEEP)
+    stats = tmp_path / "stats.jsonl"
+    run = fastcapa("-r", str(capture), "-t", topic, "-k", kafka.bootstrap,
+                   "-X", "batch.num.messages=1000", "--stats-json", str(stats))  # fmt: skip
+    assert run.status == 0, run.stderr
+    assert_accounting(final_report(stats))
+    records = read_topic(kafka.bootstrap, topic)
+    assert_topic_holds(records, reference.records)
+    shares = Counter(r.partition for r in records)
+    assert sorted(shares) == [0, 1, 2, 3]
+    # Stints of 1000 frames, moving on after a burst (-w 256) crosses one.
+    assert max(shares.values()) - min(shares.values()) <= 1256, shares
+
+
+def test_batch_partitioning_gives_workers_their_own_partitions(
+    kafka, new_topic, fastcapa, tmp_path
+):
+    """Two transmit workers on one ring, four partitions: worker i writes
+    only the partitions p with p % 2 == i, so each partition holds the frames
+    of one worker's lane (flows picked by hash), in file order."""
+    from fastcapa_support import capgen as gen_capture
+
+    capture = tmp_path / "own.pcap"
+    gen_capture.generate(str(capture), packets=20_000, flows=200, size=None, seed=6)
+    reference = read_capture(str(capture))
+    topic = new_topic(partitions=4, config=KEEP)
+    stats = tmp_path / "stats.jsonl"
+    run = fastcapa("-r", str(capture), "-t", topic, "-k", kafka.bootstrap, "--tx-workers", "2",
+                   "-X", "batch.num.messages=1000", "--stats-json", str(stats))  # fmt: skip
+    assert run.status == 0, run.stderr
+    report = final_report(stats)
+    assert_accounting(report)
+    records = read_topic(kafka.bootstrap, topic)
+    assert_topic_holds(records, reference.records)
+    flows_of = defaultdict(set)
+    for r in records:
+        at = r.value.find(b"FCAP")
+        if at >= 0:
+            flows_of[r.partition].add(struct.unpack("!I", r.value[at + 4 : at + 8])[0])
+    # A flow goes to one lane, so to one worker: it shows up in that worker's
+    # two partitions only (0 and 2, or 1 and 3), never in the other's.
+    assert flows_of[0] | flows_of[2] and flows_of[1] | flows_of[3]
+    assert not (flows_of[0] | flows_of[2]) & (flows_of[1] | flows_of[3])
+    delivered = sorted(w["delivered"] for w in report["workers"])
+    pair_counts = sorted(
+        [
+            sum(1 for r in records if r.partition % 2 == 0),
+            sum(1 for r in records if r.partition % 2 == 1),
+        ]
+    )
+    assert pair_counts == delivered
 
 
 def truncated_copy(source: Path, target: Path, keep_records: int) -> int:

@@ -155,9 +155,10 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
     kafka = options.kafka_options(parser)
     kafka.add_argument(
         "--partition-by",
-        choices=("key", "flow"),
+        choices=("batch", "key", "flow"),
         default=_default("partition_by"),
-        help="librdkafka's partitioner on the key, or one partition per flow",
+        help="batch: each burst to one partition, spread evenly (default); key: "
+        "librdkafka's partitioner on the key; flow: one partition per flow, in order",
     )
     kafka.add_argument(
         "--buffer",

@@ -277,7 +277,7 @@ class CaptureSettings:
     idle: Literal["spin", "poll"] = "poll"
     connect_timeout: float = 10.0
     drain_timeout: float = 30.0
-    partition_by: Literal["key", "flow"] = "key"
+    partition_by: Literal["batch", "key", "flow"] = "batch"
     user: str | None = None
     # Bytes the producers may hold while Kafka is slow or away (None: the
     # default, DEFAULT_BUFFER or a quarter of the machine's memory if less).

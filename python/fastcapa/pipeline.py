@@ -173,7 +173,11 @@ class Pipeline:
         ]
         if settings.read is not None:
             source = _fastcapa.FileSource(
-                settings.read, self.rings, snaplen=settings.snaplen, count=settings.count
+                settings.read,
+                self.rings,
+                snaplen=settings.snaplen,
+                count=settings.count,
+                hash_flows=settings.partition_by == "flow",
             )
             self.linktype = source.linktype
             self.receivers = [source]
@@ -302,9 +306,14 @@ class Pipeline:
             self.workers[0].check_connection(settings.connect_timeout)
         except KafkaError as e:
             raise KafkaError(explain_connection_failure(str(e), settings.kafka)) from None
-        if settings.partition_by == "flow":
-            for worker in self.workers:
-                worker.partition_by_flow(settings.topic, settings.connect_timeout)
+        for i, worker in enumerate(self.workers):
+            worker.set_partitioning(
+                settings.partition_by,
+                settings.topic,
+                settings.connect_timeout,
+                worker=i,
+                workers=len(self.workers),
+            )
 
     def prepare(self) -> None:
         """`open`, `drop_privileges`, `connect`: everything before `run`."""

@@ -72,13 +72,42 @@ impl CaptureFile {
 
     /// Reads records into the rings until the end of the file, `count`
     /// records (0 = all), `stop`, or damage in the file. Records before the
-    /// damage are all enqueued before the error is returned.
+    /// damage are all enqueued before the error is returned. Each record's
+    /// flow hash is computed only where something uses it: several rings or
+    /// lanes to choose between, or `hash_flows` (partitions by flow).
     pub fn replay(
         mut self,
         rings: &mut [RingWriter],
         counters: &[Arc<RxCounters>],
         snaplen: u32,
         count: u64,
+        hash_flows: bool,
+        stop: &AtomicBool,
+    ) -> Result<(), FileError> {
+        let queues = rings.len() as u32;
+        let hash_flows = hash_flows || queues > 1 || rings.iter().any(|r| r.lanes() > 1);
+        let mut tally = vec![Tally::default(); rings.len()];
+        let result = self.read_into(
+            rings, &mut tally, counters, snaplen, count, hash_flows, stop,
+        );
+        for ring in rings.iter() {
+            ring.wake_idle();
+        }
+        for (tally, stats) in tally.iter_mut().zip(counters) {
+            tally.flush(stats);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read_into(
+        &mut self,
+        rings: &mut [RingWriter],
+        tally: &mut [Tally],
+        counters: &[Arc<RxCounters>],
+        snaplen: u32,
+        count: u64,
+        hash_flows: bool,
         stop: &AtomicBool,
     ) -> Result<(), FileError> {
         let queues = rings.len() as u32;
@@ -102,14 +131,13 @@ impl CaptureFile {
                 0 => packet.data,
                 n => &packet.data[..packet.data.len().min(n as usize)],
             };
-            let hash = flow_hash(data);
+            let hash = if hash_flows { flow_hash(data) } else { 0 };
             let queue = (hash % queues) as usize;
-            let stats = &counters[queue];
-            bump(&stats.nic_packets, 1);
-            bump(&stats.taken, 1);
-            bump(&stats.taken_bytes, data.len() as u64);
+            let tally = &mut tally[queue];
+            tally.taken += 1;
+            tally.taken_bytes += data.len() as u64;
             loop {
-                let pushed = rings[queue].push_with(hash / queues, |slot| {
+                let pushed = rings[queue].push_quiet(hash / queues, |slot| {
                     slot.ts_us = ts_us;
                     slot.wire_len = header.len;
                     slot.flow_hash = hash;
@@ -117,19 +145,51 @@ impl CaptureFile {
                     slot.data.extend_from_slice(data);
                 });
                 if pushed {
-                    bump(&stats.enqueued, 1);
+                    tally.enqueued += 1;
                     break;
                 }
                 if stop.load(Ordering::Relaxed) {
-                    bump(&stats.ring_full, 1);
+                    tally.ring_full += 1;
                     return Ok(());
                 }
                 // The ring is full: Kafka is slower than the disk. Wait for
                 // room (the transmit worker wakes us at half a ring free).
+                tally.flush(&counters[queue]);
+                rings[queue].wake_idle();
                 rings[queue].wait_for_room(hash / queues, Duration::from_millis(1));
+            }
+            if tally.taken >= TALLY_RECORDS {
+                // The transmit workers wake to a batch, not to every record.
+                tally.flush(&counters[queue]);
+                rings[queue].wake_idle();
             }
         }
         Ok(())
+    }
+}
+
+/// Records counted locally before the shared counters are updated: one
+/// atomic add per figure per this many records, not per record.
+const TALLY_RECORDS: u64 = 256;
+
+/// A queue's counts not yet added to its shared counters.
+#[derive(Default, Clone)]
+struct Tally {
+    taken: u64,
+    taken_bytes: u64,
+    enqueued: u64,
+    ring_full: u64,
+}
+
+impl Tally {
+    fn flush(&mut self, stats: &RxCounters) {
+        // The file is the "NIC": every record read was seen and taken.
+        bump(&stats.nic_packets, self.taken);
+        bump(&stats.taken, self.taken);
+        bump(&stats.taken_bytes, self.taken_bytes);
+        bump(&stats.enqueued, self.enqueued);
+        bump(&stats.ring_full, self.ring_full);
+        *self = Tally::default();
     }
 }
 

@@ -90,7 +90,7 @@ fn replay(bytes: &[u8], snaplen: u32) -> (Records, Ended) {
     let result = std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
             let mut rings = vec![writer];
-            capture.replay(&mut rings, &counters, snaplen, 0, &stop)
+            capture.replay(&mut rings, &counters, snaplen, 0, true, &stop)
         });
         loop {
             let finished = reader.is_finished();

@@ -23,6 +23,7 @@ pub struct FileSource {
     linktype: i32,
     snaplen: u32,
     count: u64,
+    hash_flows: bool,
     counters: Vec<Arc<RxCounters>>,
     stop: Arc<AtomicBool>,
     events: Arc<EventLog>,
@@ -34,9 +35,17 @@ pub struct FileSource {
 impl FileSource {
     /// Opens `path` (raising CaptureError when libpcap cannot) and takes the
     /// producer side of each ring: record i goes to ring `flow_hash % len(rings)`.
+    /// `hash_flows`: frames go to partitions by flow, so every record needs
+    /// its flow hash (otherwise only when there are rings or lanes to choose).
     #[new]
-    #[pyo3(signature = (path, rings, *, snaplen, count))]
-    fn new(path: &str, rings: Vec<Bound<'_, TxRing>>, snaplen: u32, count: u64) -> PyResult<Self> {
+    #[pyo3(signature = (path, rings, *, snaplen, count, hash_flows = true))]
+    fn new(
+        path: &str,
+        rings: Vec<Bound<'_, TxRing>>,
+        snaplen: u32,
+        count: u64,
+        hash_flows: bool,
+    ) -> PyResult<Self> {
         if rings.is_empty() {
             return Err(ConfigError::new_err("a source needs at least one ring"));
         }
@@ -51,6 +60,7 @@ impl FileSource {
             file: Mutex::new(Some((file, writers))),
             snaplen,
             count,
+            hash_flows,
             stop: Arc::default(),
             events: Arc::default(),
             error: Arc::default(),
@@ -72,11 +82,12 @@ impl FileSource {
             .take()
             .ok_or_else(|| FastcapaError::new_err("the file source was already started"))?;
         let counters = self.counters.clone();
-        let (snaplen, count) = (self.snaplen, self.count);
+        let (snaplen, count, hash_flows) = (self.snaplen, self.count, self.hash_flows);
         let stop = Arc::clone(&self.stop);
         let error = Arc::clone(&self.error);
         self.thread.spawn(self.name().into(), move || {
-            if let Err(e) = file.replay(&mut writers, &counters, snaplen, count, &stop) {
+            if let Err(e) = file.replay(&mut writers, &counters, snaplen, count, hash_flows, &stop)
+            {
                 *error.lock().unwrap() = Some(e.to_string());
             }
         })

@@ -16,13 +16,20 @@ use crate::counters::TxCounters;
 use crate::events::EventLog;
 use crate::producer::KafkaProducer;
 use crate::ring::LaneReader;
-use crate::tx::{TxConfig, TxControl};
+use crate::tx::{Partitioning, TxConfig, TxControl};
+
+/// librdkafka's defaults for the size of one message set, which a batch
+/// partitioning worker fills before it moves to its next partition.
+const BATCH_NUM_MESSAGES: usize = 10_000;
+const BATCH_SIZE: usize = 1_000_000;
 
 /// A transmit worker with its own Kafka producer, serving one or more lanes.
 #[pyclass(frozen, module = "fastcapa._fastcapa")]
 pub struct TxWorker {
     name: String,
     parts: Mutex<Option<(Vec<LaneReader>, KafkaProducer, TxConfig)>>,
+    /// Messages and bytes of one message set (`batch.num.messages`, `batch.size`).
+    message_set: (usize, usize),
     control: Arc<TxControl>,
     counters: Arc<TxCounters>,
     events: Arc<EventLog>,
@@ -81,10 +88,23 @@ impl TxWorker {
         let config = TxConfig {
             burst,
             queue_full_wait: queue_full_wait.map(|s| Duration::from_secs_f64(s.max(0.0))),
-            flow_partitions: None,
+            partitioning: Partitioning::Key,
         };
+        let setting = |key: &str, default: usize| {
+            settings
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        let message_set = (
+            setting("batch.num.messages", BATCH_NUM_MESSAGES),
+            setting("batch.size", BATCH_SIZE),
+        );
         Ok(TxWorker {
             name,
+            message_set,
             parts: Mutex::new(Some((readers, producer, config))),
             control: Arc::default(),
             counters,
@@ -103,21 +123,47 @@ impl TxWorker {
         Ok(())
     }
 
-    /// Sends each frame to partition `flow_hash % partitions` of the topic
-    /// (`--partition-by flow`) instead of hashing the key. Reads the
-    /// partition count from the cluster; call before `start`.
-    fn partition_by_flow(&self, py: Python<'_>, topic: &str, timeout: f64) -> PyResult<u32> {
+    /// Chooses how frames go to partitions (`--partition-by`): "key"
+    /// (librdkafka's partitioner on the key), "batch" (this worker's own
+    /// partitions, one per burst, see `Partitioning::batch`; it is worker
+    /// `worker` of `workers`) or "flow" (`flow_hash % partitions`). Reads the
+    /// partition count from the cluster; call before `start`. Returns it
+    /// (0 for "key", which does not need it).
+    #[pyo3(signature = (mode, topic, timeout, *, worker = 0, workers = 1))]
+    fn set_partitioning(
+        &self,
+        py: Python<'_>,
+        mode: &str,
+        topic: &str,
+        timeout: f64,
+        worker: usize,
+        workers: usize,
+    ) -> PyResult<u32> {
         let mut parts = self.parts.lock().unwrap();
         let (_, producer, config) = parts
             .as_mut()
             .ok_or_else(|| FastcapaError::new_err("the worker is already running"))?;
+        if mode == "key" {
+            config.partitioning = Partitioning::Key;
+            return Ok(0);
+        }
+        if mode != "batch" && mode != "flow" {
+            return Err(ConfigError::new_err(format!(
+                "partitioning must be key, batch or flow, not {mode:?}"
+            )));
+        }
         let count = py
-            .detach(|| producer.partition_count(topic, Duration::from_secs_f64(timeout)))
+            .detach(|| producer.partition_count(topic, Duration::from_secs_f64(timeout.max(0.0))))
             .ok_or_else(|| {
                 KafkaError::new_err(format!("cannot read the partitions of topic {topic}"))
-            })?;
-        config.flow_partitions = Some(count as u32);
-        Ok(count as u32)
+            })? as u32;
+        config.partitioning = if mode == "flow" {
+            Partitioning::Flow { partitions: count }
+        } else {
+            let (messages, bytes) = self.message_set;
+            Partitioning::batch(count, worker, workers, messages, bytes)
+        };
+        Ok(count)
     }
 
     /// Starts the worker's thread, pinned to core `cpu` when given.

@@ -1,55 +1,58 @@
 //! The librdkafka ceiling: loads every record of a capture file into memory,
-//! then produces them to one topic as fast as librdkafka takes them, with the
-//! same key (capture time in µs, 8 bytes big-endian), value (the frame),
-//! record timestamp (capture time in ms) and producer settings as fastcapa.
+//! then produces them to one topic the cheapest way librdkafka offers, with
+//! the same key (capture time in µs, 8 bytes big-endian), value (the frame)
+//! and producer settings as fastcapa:
+//!
+//! - a topic handle made once (`rd_kafka_topic_new`): no lookup by name;
+//! - `rd_kafka_produce_batch`, 256 messages per call (fastcapa's `-w`), with
+//!   `RD_KAFKA_MSG_F_COPY`: one topic lock, one partition lookup and one
+//!   clock read per call, one allocation and copy per message;
+//! - an explicit partition per call, sticky for a message set
+//!   (`batch.num.messages` messages or `batch.size` bytes) then the next
+//!   one, so partitions stay balanced and no key is hashed (what fastcapa's
+//!   default partitioning does);
+//! - delivery reports counted by a `dr_msg_cb`, served by `rd_kafka_poll`
+//!   after every call (what frees room in the queue; an accounting probe
+//!   needs them).
+//!
 //! Prints one JSON line: frames, bytes, seconds from the first produce to the
-//! last delivery report, delivered, failed.
+//! last delivery report, delivered, failed, librdkafka's version, and the
+//! CPU seconds spent loading the file (`load_cpu_s`), which the benchmark
+//! takes off: the ceiling's figure is the cost of producing alone.
 //!
 //!     fastcapa-ceiling FILE BOOTSTRAP TOPIC [key=value ...]
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ffi::{c_void, CStr, CString};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::ClientContext;
+use rdkafka_sys::bindings as rd;
+
+const BATCH: usize = 256;
 
 #[derive(Default)]
 struct Counts {
-    delivered: AtomicU64,
-    failed: AtomicU64,
+    delivered: u64,
+    failed: u64,
 }
 
-impl ClientContext for Counts {
-    /// With `statistics.interval.ms` set, librdkafka's statistics go to
-    /// stderr, one JSON object per line (batch sizes, request counts: what
-    /// fastcapa's `-s` file holds), to compare how the two batch.
-    fn stats_raw(&self, statistics: &[u8]) {
-        eprintln!("{}", String::from_utf8_lossy(statistics));
+unsafe extern "C" fn on_delivery(
+    _: *mut rd::rd_kafka_t,
+    message: *const rd::rd_kafka_message_t,
+    opaque: *mut c_void,
+) {
+    // SAFETY: `opaque` is the `Counts` given to rd_kafka_conf_set_opaque,
+    // alive for the whole run; callbacks run on this thread (rd_kafka_poll).
+    let counts = unsafe { &mut *(opaque as *mut Counts) };
+    // SAFETY: librdkafka passes a valid message for the call.
+    if unsafe { (*message).err } == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        counts.delivered += 1;
+    } else {
+        counts.failed += 1;
     }
 }
 
-impl ProducerContext for Counts {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => self.delivered.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
-        };
-    }
-}
-
-/// Every delivery-report event waiting, without blocking (`poll` with a
-/// timeout below 1 ms spins).
-fn serve_reports(producer: &BaseProducer<Counts>) {
-    for _ in 0..16 {
-        let before = producer.in_flight_count();
-        producer.poll(Duration::ZERO);
-        if producer.in_flight_count() == before {
-            break;
-        }
-    }
+fn cstring(text: &str) -> CString {
+    CString::new(text).expect("no NUL")
 }
 
 fn main() {
@@ -58,76 +61,146 @@ fn main() {
         eprintln!("usage: fastcapa-ceiling FILE BOOTSTRAP TOPIC [key=value ...]");
         std::process::exit(2);
     }
-    // Load: one buffer for all frames, (ts_us, start, end) per frame.
+    // Load: one buffer for all frames, one key per frame.
     let mut capture = pcap::Capture::from_file_with_precision(&args[1], pcap::Precision::Micro)
         .expect("open capture");
-    let (mut data, mut frames) = (Vec::<u8>::new(), Vec::<(u64, usize, usize)>::new());
+    let (mut data, mut spans, mut keys) = (Vec::<u8>::new(), Vec::new(), Vec::<[u8; 8]>::new());
     while let Ok(packet) = capture.next_packet() {
         let ts = packet.header.ts;
         let ts_us = (ts.tv_sec as u64) * 1_000_000 + ts.tv_usec as u64;
-        let start = data.len();
+        spans.push((data.len(), packet.data.len()));
         data.extend_from_slice(packet.data);
-        frames.push((ts_us, start, data.len()));
+        keys.push(ts_us.to_be_bytes());
     }
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &args[2]);
-    // The caller's settings: bench/run.py passes fastcapa's defaults
-    // (python/fastcapa/config.py), so both produce alike.
-    for setting in &args[4..] {
-        let (key, value) = setting.split_once('=').expect("key=value");
-        config.set(key, value);
-    }
-    let producer: BaseProducer<Counts> = config
-        .create_with_context(Counts::default())
-        .expect("producer");
-    producer
-        .client()
-        .fetch_metadata(Some(&args[3]), Duration::from_secs(10))
-        .expect("metadata");
-    let started = Instant::now();
-    let mut bytes = 0u64;
-    for (i, &(ts_us, start, end)) in frames.iter().enumerate() {
-        let key = ts_us.to_be_bytes();
-        let value = &data[start..end];
-        let mut record = BaseRecord::to(&args[3])
-            .key(&key[..])
-            .payload(value)
-            .timestamp((ts_us / 1000) as i64);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    // As fastcapa's transmit worker does: serve delivery
-                    // reports, then sleep briefly. (`poll` with a timeout
-                    // below 1 ms spins; so does `flush`, hence the loop below.)
-                    record = back;
-                    serve_reports(&producer);
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err((e, _)) => panic!("produce: {e}"),
+    let mut counts = Box::new(Counts::default());
+    let mut error = [0 as std::ffi::c_char; 512];
+    // SAFETY: plain librdkafka C API use; every pointer passed is valid for
+    // the call, and `counts` outlives the client (destroyed before it).
+    unsafe {
+        let conf = rd::rd_kafka_conf_new();
+        let mut set = |key: &str, value: &str| {
+            let (k, v) = (cstring(key), cstring(value));
+            let result =
+                rd::rd_kafka_conf_set(conf, k.as_ptr(), v.as_ptr(), error.as_mut_ptr(), 512);
+            if result != rd::rd_kafka_conf_res_t::RD_KAFKA_CONF_OK {
+                panic!("{key}={value}: {:?}", CStr::from_ptr(error.as_ptr()));
+            }
+        };
+        set("bootstrap.servers", &args[2]);
+        // The caller's settings: bench/run.py passes fastcapa's defaults
+        // (python/fastcapa/config.py), so both produce alike.
+        let (mut batch_messages, mut batch_bytes) = (10_000usize, 1_000_000usize);
+        for setting in &args[4..] {
+            let (key, value) = setting.split_once('=').expect("key=value");
+            set(key, value);
+            match key {
+                "batch.num.messages" => batch_messages = value.parse().expect("a number"),
+                "batch.size" => batch_bytes = value.parse().expect("a number"),
+                _ => {}
             }
         }
-        bytes += value.len() as u64;
-        // Serve delivery reports as fastcapa's transmit worker does, once per
-        // burst of 256 (its default -w): each served report frees room in
-        // the producer queue.
-        if i % 256 == 255 {
-            serve_reports(&producer);
+        rd::rd_kafka_conf_set_dr_msg_cb(conf, Some(on_delivery));
+        rd::rd_kafka_conf_set_opaque(conf, &mut *counts as *mut Counts as *mut c_void);
+        let rk = rd::rd_kafka_new(
+            rd::rd_kafka_type_t::RD_KAFKA_PRODUCER,
+            conf,
+            error.as_mut_ptr(),
+            512,
+        );
+        assert!(!rk.is_null(), "{:?}", CStr::from_ptr(error.as_ptr()));
+        let name = cstring(&args[3]);
+        let rkt = rd::rd_kafka_topic_new(rk, name.as_ptr(), std::ptr::null_mut());
+        // The partition count, and the topic's leaders known before the clock starts.
+        let mut metadata: *const rd::rd_kafka_metadata = std::ptr::null();
+        let err = rd::rd_kafka_metadata(rk, 0, rkt, &mut metadata, 10_000);
+        assert_eq!(
+            err,
+            rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
+            "metadata"
+        );
+        let partitions = (*(*metadata).topics).partition_cnt.max(1);
+        rd::rd_kafka_metadata_destroy(metadata);
+
+        let load_cpu_s = cpu_seconds();
+        let started = Instant::now();
+        let mut bytes = 0u64;
+        let mut messages: Vec<rd::rd_kafka_message_t> = Vec::with_capacity(BATCH);
+        let (mut partition, mut stint, mut stint_bytes) = (0i32, 0usize, 0usize);
+        for (chunk_spans, chunk_keys) in spans.chunks(BATCH).zip(keys.chunks(BATCH)) {
+            messages.clear();
+            for (&(start, len), key) in chunk_spans.iter().zip(chunk_keys) {
+                let mut message: rd::rd_kafka_message_t = std::mem::zeroed();
+                message.payload = data.as_ptr().add(start) as *mut c_void;
+                message.len = len;
+                message.key = key.as_ptr() as *mut c_void;
+                message.key_len = key.len();
+                messages.push(message);
+                bytes += len as u64;
+                stint_bytes += len;
+            }
+            let mut pending = &mut messages[..];
+            while !pending.is_empty() {
+                rd::rd_kafka_produce_batch(
+                    rkt,
+                    partition,
+                    rd::RD_KAFKA_MSG_F_COPY,
+                    pending.as_mut_ptr(),
+                    pending.len() as i32,
+                );
+                // A full queue fails the rest of the call: serve delivery
+                // reports (they free room), pause, and offer the rest again.
+                let taken = pending
+                    .iter()
+                    .position(|m| m.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR)
+                    .unwrap_or(pending.len());
+                if taken < pending.len()
+                    && pending[taken].err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__QUEUE_FULL
+                {
+                    panic!("produce: {:?}", pending[taken].err);
+                }
+                pending = &mut pending[taken..];
+                rd::rd_kafka_poll(rk, 0);
+                if !pending.is_empty() {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            stint += chunk_spans.len();
+            if stint >= batch_messages || stint_bytes >= batch_bytes {
+                (stint, stint_bytes) = (0, 0);
+                partition = (partition + 1) % partitions;
+            }
         }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while rd::rd_kafka_outq_len(rk) > 0 && Instant::now() < deadline {
+            rd::rd_kafka_poll(rk, 1);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let version = CStr::from_ptr(rd::rd_kafka_version_str()).to_string_lossy();
+        println!(
+            "{{\"frames\": {}, \"bytes\": {}, \"seconds\": {:.6}, \"delivered\": {}, \
+             \"failed\": {}, \"librdkafka\": \"{}\", \"partitions\": {}, \"load_cpu_s\": {:.4}}}",
+            spans.len(),
+            bytes,
+            seconds,
+            counts.delivered,
+            counts.failed,
+            version,
+            partitions,
+            load_cpu_s
+        );
+        rd::rd_kafka_topic_destroy(rkt);
+        rd::rd_kafka_destroy(rk);
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while producer.in_flight_count() > 0 && Instant::now() < deadline {
-        producer.poll(Duration::ZERO);
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let counts = producer.context();
-    println!(
-        "{{\"frames\": {}, \"bytes\": {}, \"seconds\": {:.6}, \"delivered\": {}, \"failed\": {}}}",
-        frames.len(),
-        bytes,
-        seconds,
-        counts.delivered.load(Ordering::Relaxed),
-        counts.failed.load(Ordering::Relaxed)
-    );
+}
+
+/// CPU seconds (user + system) this process has used so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
