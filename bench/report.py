@@ -87,6 +87,18 @@ def ratios(result: dict) -> dict:
             "window_vs_dump": back["window_vs_dump"],
             "dump_peak_rss_mb": back["dump_peak_rss_mb"],
         }
+    if "dpdk" in result:
+        # Frames/s and CPU per frame of the pipeline fed by net_null, beside
+        # the 64-byte replay and the ceiling of the same run.
+        dpdk, replay64 = result["dpdk"], result.get("replay", {}).get("64B", {})
+        entry = {}
+        for tool in ("fastcapa", "ceiling"):
+            if tool in replay64:
+                entry[f"fps_vs_replay_{tool}"] = ratio(dpdk["fps"], replay64[tool]["msgs_per_s"])
+                entry[f"cpu_vs_replay_{tool}"] = ratio(
+                    dpdk["cpu_ns_per_frame"] / 1000, replay64[tool]["net_cpu_s_per_mframe"]
+                )
+        out["dpdk net_null 64B"] = entry
     replay_ceiling = result.get("replay", {})
     for label, tools in result.get("live", {}).items():
         tcpdump = tools["tcpdump"]["cpu_us_per_packet"]
@@ -178,6 +190,10 @@ def markdown(result: dict) -> str:
         import wayback
 
         lines += wayback.markdown(result["wayback"])
+    if "dpdk" in result:
+        import dpdk_null
+
+        lines += dpdk_null.markdown(result["dpdk"])
     lines += ["Ratios:", "", "```", json.dumps(result["ratios"], indent=1), "```", ""]
     return "\n".join(lines)
 

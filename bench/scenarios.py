@@ -377,11 +377,12 @@ def wayback_scenario(broker: Broker, args) -> dict:
 
 
 def dpdk_scenario(broker: Broker, args) -> dict:
-    """DPDK's `net_null` port through fastcapa, when bench/dpdk_null.py is
-    there: its `scenario(broker, args)` returns the dict stored as "dpdk"."""
-    import dpdk_null  # type: ignore[import-not-found]
+    """DPDK's `net_null` port through fastcapa (bench/dpdk_null.py): the
+    receive and transmit workers as fast as they go, no sender in the way,
+    at the replay's frame count."""
+    import dpdk_null
 
-    return dpdk_null.scenario(broker, args)
+    return dpdk_null.scenario(broker, args.frames, args.repeat)
 
 
 SCENARIOS = {
@@ -394,7 +395,9 @@ SCENARIOS = {
 
 
 def available(name: str) -> bool:
-    """A scenario whose module is missing (dpdk before bench/dpdk_null.py) is skipped."""
+    """The dpdk scenario needs an extension built with DPDK (`make build`)."""
     if name == "dpdk":
-        return (Path(__file__).parent / "dpdk_null.py").exists()
+        from fastcapa import _fastcapa
+
+        return _fastcapa.DPDK
     return name in SCENARIOS
