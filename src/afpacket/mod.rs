@@ -53,6 +53,9 @@ mod tests;
 pub use blocks::{Block, Frames};
 pub use queue::PacketQueue;
 pub use socket::interface_index;
+// The DPDK backend reads its net_af_packet sockets with these.
+#[cfg(feature = "dpdk")]
+pub(crate) use socket::{interface_running, packet_statistics};
 
 /// Bytes per ring block: 128 KiB, a power-of-two multiple of the page size.
 ///

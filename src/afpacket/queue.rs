@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::io;
-use std::mem;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -179,30 +178,8 @@ impl PacketQueue {
     /// passed the filter, the dropped ones included; `drops` are those the
     /// kernel could not put in the ring because it was full.
     fn read_stats(&self) -> Result<(u64, u64), CaptureError> {
-        let mut st = libc::tpacket_stats_v3 {
-            tp_packets: 0,
-            tp_drops: 0,
-            tp_freeze_q_cnt: 0,
-        };
-        let mut len = mem::size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
-        // SAFETY: `st` and `len` are live locals; the kernel writes at most `len` bytes.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                (&mut st as *mut libc::tpacket_stats_v3).cast(),
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            return Err(os_error(
-                "getsockopt(PACKET_STATISTICS)",
-                last_error(),
-                NEEDS_RAW,
-            ));
-        }
-        Ok((u64::from(st.tp_packets), u64::from(st.tp_drops)))
+        packet_statistics(self.fd.as_raw_fd())
+            .map_err(|e| os_error("getsockopt(PACKET_STATISTICS)", e, NEEDS_RAW))
     }
 
     /// Makes the kernel refuse every new frame (refused frames are not
@@ -267,7 +244,7 @@ impl RxQueue for PacketQueue {
     }
 
     fn link_up(&self) -> bool {
-        interface_running(&self.fd, self.ifindex)
+        interface_running(self.fd.as_raw_fd(), self.ifindex)
     }
 
     fn take_stats(&mut self) -> Result<(u64, u64), CaptureError> {

@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::io;
 use std::mem;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::{FanoutMode, RingGeometry, BLOCK_TIMEOUT_MS, TYPICAL_FRAME};
 use crate::bpf::BpfProgram;
@@ -220,9 +220,37 @@ pub(super) fn take_socket_error(fd: libc::c_int) -> Result<i32, io::Error> {
     }
 }
 
+/// `(packets, drops)` the kernel counted on an AF_PACKET socket since the
+/// previous read (reading resets them): `packets` every frame that passed
+/// the filter, the dropped ones included; `drops` those it could not put in
+/// the ring because it was full.
+pub(crate) fn packet_statistics(fd: RawFd) -> Result<(u64, u64), io::Error> {
+    let mut st = libc::tpacket_stats_v3 {
+        tp_packets: 0,
+        tp_drops: 0,
+        tp_freeze_q_cnt: 0,
+    };
+    let mut len = mem::size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
+    // SAFETY: `st` and `len` are live locals; the kernel writes at most `len`
+    // bytes (a TPACKET_V2 socket's shorter statistics).
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats_v3).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(last_error());
+    }
+    Ok((u64::from(st.tp_packets), u64::from(st.tp_drops)))
+}
+
 /// Whether interface `ifindex` exists, is up and has its carrier
-/// (`IFF_UP | IFF_RUNNING`), asked through the capture socket.
-pub(super) fn interface_running(fd: &OwnedFd, ifindex: u32) -> bool {
+/// (`IFF_UP | IFF_RUNNING`), asked through a socket of the caller's.
+pub(crate) fn interface_running(fd: RawFd, ifindex: u32) -> bool {
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { mem::zeroed() };
     let mut name = [0 as libc::c_char; libc::IFNAMSIZ];
@@ -233,7 +261,7 @@ pub(super) fn interface_running(fd: &OwnedFd, ifindex: u32) -> bool {
     req.ifr_name = name;
     // SAFETY: SIOCGIFFLAGS reads `ifr_name` and writes `ifr_ifru.ifru_flags`
     // of the live `req`.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) };
     // SAFETY: the kernel filled the flags member on success.
     let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags });
     let wanted = libc::IFF_UP | libc::IFF_RUNNING;

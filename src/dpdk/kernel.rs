@@ -9,7 +9,7 @@
 use std::mem;
 use std::os::fd::RawFd;
 
-use crate::afpacket::interface_index;
+use crate::afpacket::{interface_index, interface_running, packet_statistics};
 
 /// The driver's sockets on one interface. Not owned: the driver closes them.
 pub struct DriverSockets {
@@ -52,47 +52,15 @@ impl DriverSockets {
     /// Frames the kernel dropped on these sockets since the previous call
     /// (reading resets the kernel's counters).
     pub fn take_drops(&self) -> u64 {
-        let mut drops = 0;
-        for &fd in &self.fds {
-            let mut st = libc::tpacket_stats_v3 {
-                tp_packets: 0,
-                tp_drops: 0,
-                tp_freeze_q_cnt: 0,
-            };
-            let mut len = mem::size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
-            // SAFETY: `st` and `len` are live locals; the kernel writes at
-            // most `len` bytes (a TPACKET_V2 socket's shorter statistics).
-            let rc = unsafe {
-                libc::getsockopt(
-                    fd,
-                    libc::SOL_PACKET,
-                    libc::PACKET_STATISTICS,
-                    (&mut st as *mut libc::tpacket_stats_v3).cast(),
-                    &mut len,
-                )
-            };
-            if rc == 0 {
-                drops += u64::from(st.tp_drops);
-            }
-        }
-        drops
+        self.fds
+            .iter()
+            .filter_map(|&fd| packet_statistics(fd).ok())
+            .map(|(_, drops)| drops)
+            .sum()
     }
 
     /// Whether the interface exists, is up and has its carrier.
     pub fn link_up(&self) -> bool {
-        // SAFETY: ifreq is plain old data; all-zero is a valid value.
-        let mut req: libc::ifreq = unsafe { mem::zeroed() };
-        let mut name = [0 as libc::c_char; libc::IFNAMSIZ];
-        // SAFETY: `name` has IFNAMSIZ bytes, what if_indextoname may write.
-        if unsafe { libc::if_indextoname(self.ifindex, name.as_mut_ptr()) }.is_null() {
-            return false; // deleted
-        }
-        req.ifr_name = name;
-        // SAFETY: SIOCGIFFLAGS reads `ifr_name` and writes the flags of `req`.
-        let rc = unsafe { libc::ioctl(self.fds[0], libc::SIOCGIFFLAGS, &mut req) };
-        // SAFETY: the kernel filled the flags member on success.
-        let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags });
-        let wanted = libc::IFF_UP | libc::IFF_RUNNING;
-        rc == 0 && flags & wanted == wanted
+        interface_running(self.fds[0], self.ifindex)
     }
 }
