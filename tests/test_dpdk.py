@@ -7,12 +7,11 @@ process of its own."""
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from fastcapa_support.runner import (
     Probe,
     assert_accounting,
     assert_clean_failure,
+    assert_stream_delivered,
     udp_frame,
     write_capture,
 )
@@ -77,20 +77,7 @@ def test_af_packet_two_queues_every_frame_once_in_flow_order(kafka, new_topic, t
     assert status == 0, err
     assert_accounting(report)
     frames = [f for _, f in read_capture(str(capture)).records]
-    records = read_topic(kafka.bootstrap, topic)
-    assert Counter(r.value for r in records) == Counter(frames)
-    assert report["kaf"]["out"] == len(frames) and report["nic"]["drops"] == 0
-    assert all(q["taken"] > 0 for q in report["queues"]), report["queues"]
-    keys = [struct.unpack(">Q", r.key)[0] for r in records]
-    assert sent["first_us"] - 1_000_000 <= min(keys) and max(keys) <= sent["last_us"] + 1_000_000
-    by_flow = defaultdict(list)
-    for r, key in zip(records, keys, strict=True):
-        at = r.value.find(b"FCAP")
-        flow, seq = struct.unpack("!II", r.value[at + 4 : at + 12])
-        by_flow[flow].append((seq, key))
-    for flow, seen in by_flow.items():
-        in_send_order = [key for _, key in sorted(seen)]
-        assert in_send_order == sorted(in_send_order), f"flow {flow}: keys not rising"
+    assert_stream_delivered(kafka.bootstrap, topic, frames, sent, report)
 
 
 PCAP_FILES = ["afs.pcap", "pim-packet-assortment.pcap"]

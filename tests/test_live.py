@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import subprocess
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,13 @@ from fastcapa_support import capgen as gen_capture
 from fastcapa_support.kafka_read import read_topic
 from fastcapa_support.netns import VethPair, netns_available
 from fastcapa_support.procfs import thread_cpu_seconds
-from fastcapa_support.runner import Probe, assert_accounting, udp_frame, write_capture
+from fastcapa_support.runner import (
+    Probe,
+    assert_accounting,
+    assert_stream_delivered,
+    udp_frame,
+    write_capture,
+)
 
 pytestmark = [
     pytest.mark.kafka,
@@ -51,20 +57,7 @@ def test_every_frame_once_over_two_queues(kafka, new_topic, tmp_path):
     assert status == 0, err
     assert_accounting(report)
     frames = [f for _, f in gen_capture_frames(capture)]
-    records = read_topic(kafka.bootstrap, topic)
-    assert Counter(r.value for r in records) == Counter(frames)
-    assert report["kaf"]["out"] == len(frames) and report["nic"]["drops"] == 0
-    assert all(q["taken"] > 0 for q in report["queues"]), report["queues"]
-    keys = [struct.unpack(">Q", r.key)[0] for r in records]
-    assert sent["first_us"] - 1_000_000 <= min(keys) and max(keys) <= sent["last_us"] + 1_000_000
-    by_flow = defaultdict(list)
-    for r, key in zip(records, keys, strict=True):
-        at = r.value.find(b"FCAP")
-        flow, seq = struct.unpack("!II", r.value[at + 4 : at + 12])
-        by_flow[flow].append((seq, key))
-    for flow, seen in by_flow.items():
-        in_send_order = [key for _, key in sorted(seen)]
-        assert in_send_order == sorted(in_send_order), f"flow {flow}: keys not rising"
+    assert_stream_delivered(kafka.bootstrap, topic, frames, sent, report)
 
 
 def gen_capture_frames(path: Path):

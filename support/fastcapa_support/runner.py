@@ -10,10 +10,12 @@ import struct
 import subprocess
 import sys
 import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastcapa_support import pcapref
+from fastcapa_support.kafka_read import read_topic
 
 
 @dataclass
@@ -55,6 +57,30 @@ def assert_accounting(report: dict) -> None:
     nic, rx, tx, kaf = (report[s] for s in ("nic", "rx", "tx", "kaf"))
     assert nic["taken_in"] == rx["taken_in"] + nic["drops"]
     assert rx["taken_in"] == kaf["out"] + rx["drops"] + tx["drops"] + kaf["drops"]
+
+
+def assert_stream_delivered(
+    bootstrap: str, topic: str, frames: list[bytes], sent: dict, report: dict
+) -> None:
+    """A live capture of a stream of numbered flows (gen_capture, sent by
+    `VethPair.send`): every frame in Kafka exactly once, none dropped, every
+    queue used, the keys within the send (a second either side), and each
+    flow's keys rising in the order it was sent (the flow's order kept
+    from queue to partition)."""
+    records = read_topic(bootstrap, topic)
+    assert Counter(r.value for r in records) == Counter(frames)
+    assert report["kaf"]["out"] == len(frames) and report["nic"]["drops"] == 0
+    assert all(q["taken"] > 0 for q in report["queues"]), report["queues"]
+    keys = [struct.unpack(">Q", r.key)[0] for r in records]
+    assert sent["first_us"] - 1_000_000 <= min(keys) and max(keys) <= sent["last_us"] + 1_000_000
+    by_flow = defaultdict(list)
+    for r, key in zip(records, keys, strict=True):
+        at = r.value.find(b"FCAP")
+        flow, seq = struct.unpack("!II", r.value[at + 4 : at + 12])
+        by_flow[flow].append((seq, key))
+    for flow, seen in by_flow.items():
+        in_send_order = [key for _, key in sorted(seen)]
+        assert in_send_order == sorted(in_send_order), f"flow {flow}: keys not rising"
 
 
 class Probe:
