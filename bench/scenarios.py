@@ -173,10 +173,11 @@ def live_once(broker: Broker, tool: str, path: Path, frames: int) -> dict:
     stats = CACHE / f"stats-{uuid.uuid4().hex[:6]}.jsonl"
     with VethPair(queues=queues) as veth:
         if tool.startswith("fastcapa"):
-            # "fastcapa q2": 2 receive queues, a transmit worker per ring
-            # (the default); "fastcapa q2 w1": the same with one transmit worker.
+            # "fastcapa q2": 2 receive queues, a transmit worker per ring;
+            # "fastcapa q2 w1": the same with one transmit worker. Said
+            # explicitly: the default depends on the machine's cores.
             config = dict((word[0], word[1:]) for word in tool.split()[1:])
-            workers = ["--tx-workers", config["w"]] if "w" in config else []
+            workers = ["--tx-workers", config.get("w", config["q"])]
             run = Tool(
                 fastcapa_cmd(
                     broker,

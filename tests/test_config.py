@@ -6,6 +6,7 @@ import pytest
 
 from fastcapa.config import (
     CaptureSettings,
+    default_tx_workers,
     kafka_settings,
     parse_cpus,
     parse_override,
@@ -100,12 +101,32 @@ def test_sizes_in_the_operators_words(text, size):
     assert parse_size(text) == size
 
 
+@pytest.mark.parametrize(
+    ("queues", "cores", "workers"),
+    [(1, 1, 1), (1, 2, 1), (2, 2, 1), (2, 3, 1), (2, 4, 2), (4, 6, 2), (4, 16, 4), (8, 4, 1)],
+)
+def test_transmit_workers_default_to_the_cores_left(queues, cores, workers):
+    """One per ring where the cores beside the receive workers allow, at
+    least one; --tx-workers and --cpus decide where given."""
+    assert default_tx_workers(queues, cores) == workers
+    given = CaptureSettings(interface="x", read=None, topic="t", kafka={}, rx_queues=queues)
+    assert CaptureSettings(**{**given.__dict__, "tx_workers": 3}).workers == 3
+    pinned = CaptureSettings(**{**given.__dict__, "cpus": list(range(cores))})
+    assert pinned.workers == workers
+
+
 def test_buffer_sizes_the_producer_queue_by_memory():
     """--buffer is split over the producers; each share bounds its producer's
     memory (frames + librdkafka's ~224 bytes each) with a message limit and a
     byte limit; settings the operator gave by hand win."""
     settings = CaptureSettings(
-        interface=None, read="x.pcap", topic="t", kafka={}, rx_queues=2, buffer=1 << 30
+        interface=None,
+        read="x.pcap",
+        topic="t",
+        kafka={},
+        rx_queues=2,
+        tx_workers=2,
+        buffer=1 << 30,
     )
     per_worker = (1 << 30) // 2
     limits = settings.producer_settings()

@@ -323,7 +323,9 @@ def test_idle_probe_sleeps(kafka, new_topic, tmp_path):
     stops the probe at once."""
     topic = new_topic()
     with VethPair() as veth:
-        probe = Probe(veth.probe_side, topic, kafka.bootstrap, tmp_path, "-q", "2")
+        probe = Probe(
+            veth.probe_side, topic, kafka.bootstrap, tmp_path, "-q", "2", "--tx-workers", "2"
+        )
         try:
             time.sleep(1.5)  # past start-up: connections made, workers settled
             before = worker_cpu_seconds(probe.proc.pid)

@@ -132,7 +132,8 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
         "--tx-workers",
         type=options.integer,
         metavar="N",
-        help="transmit workers, spread over the rings (default: one per ring)",
+        help="transmit workers, spread over the rings (default: one per ring, as far as "
+        "the cores left beside the receive workers go, at least one)",
     )
     pipeline.add_argument(
         "--fanout",

@@ -289,7 +289,10 @@ class CaptureSettings:
 
     @property
     def workers(self) -> int:
-        return self.tx_workers or self.rx_queues
+        """--tx-workers, or the default for the cores at hand (`--cpus`, or
+        the ones this process may run on)."""
+        cores = len(self.cpus) or len(os.sched_getaffinity(0))
+        return self.tx_workers or default_tx_workers(self.rx_queues, cores)
 
     @property
     def buffer_bytes(self) -> int:
@@ -401,6 +404,15 @@ class CaptureSettings:
                 f"--buffer {_gib(self.buffer_bytes)} with {_gib(rings + kernel)} of rings "
                 f"is more than half of this machine's {_gib(budget * 2)}"
             )
+
+
+def default_tx_workers(rx_queues: int, cores: int) -> int:
+    """One transmit worker per ring where there is a core for it beside the
+    receive workers, fewer where there is not, and at least one. A transmit
+    worker and its producer's threads want most of a core; where they must
+    share, two producers cost more per frame than one (smaller message
+    sets; measured in docs/performance.md)."""
+    return max(1, min(rx_queues, cores - rx_queues))
 
 
 def default_buffer() -> int:
