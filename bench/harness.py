@@ -19,7 +19,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from fastcapa.config import PRODUCER_DEFAULTS
+from fastcapa.config import PRODUCER_DEFAULTS, CaptureSettings
 from fastcapa_support import capgen as gen_capture
 from fastcapa_support import kafka_cluster as kafka
 from fastcapa_support.procfs import thread_cpu_seconds
@@ -31,6 +31,17 @@ CACHE = ROOT / ".work" / "bench"
 RESULTS = ROOT / "bench" / "results"
 PLOTS = ROOT / "bench" / "plots"
 CEILING = ROOT / "bench" / "ceiling" / "target" / "release" / "fastcapa-ceiling"
+
+
+def producer_settings() -> dict[str, str]:
+    """The settings of the one producer of `fastcapa -r` with its defaults:
+    PRODUCER_DEFAULTS and the queue limits its --buffer gives. The ceiling
+    gets the same: with librdkafka's 100,000-message queue it would wait for
+    room where fastcapa does not, and be beatable."""
+    replay = CaptureSettings(interface=None, read="-", topic="t", kafka=dict(PRODUCER_DEFAULTS))
+    return replay.producer_settings()
+
+
 PYCAPA = ROOT / "bench" / "pycapa_baseline.py"
 PARTITIONS = 8
 SMALL = 1000  # frames of the start-up run
@@ -298,7 +309,7 @@ def metadata() -> dict:
             else ""
         ),
         "before": before,
-        "producer_settings": dict(PRODUCER_DEFAULTS),
+        "producer_settings": producer_settings(),
         "librdkafka": LIBRDKAFKA_VERSION,
         "machine": {
             "host": platform.node(),

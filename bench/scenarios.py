@@ -28,7 +28,6 @@ import uuid
 from pathlib import Path
 
 import harness
-from fastcapa.config import PRODUCER_DEFAULTS
 from fastcapa_support.netns import VethPair
 from harness import (
     CACHE,
@@ -77,7 +76,7 @@ def replay_once(broker: Broker, tool: str, path: Path, frames: int, extra: list[
         delivered = final["kaf"]["out"]
         failed = final["kaf"]["drops"] + final["tx"]["drops"] + final["rx"]["drops"]
     elif tool == "ceiling":
-        settings = [f"{key}={value}" for key, value in PRODUCER_DEFAULTS.items()]
+        settings = [f"{key}={value}" for key, value in harness.producer_settings().items()]
         run = Tool([str(CEILING), str(path), broker.bootstrap, topic, *settings])
         rc = run.reap()
         report = last_json(run)

@@ -61,6 +61,15 @@ fn main() {
         eprintln!("usage: fastcapa-ceiling FILE BOOTSTRAP TOPIC [key=value ...]");
         std::process::exit(2);
     }
+    // The same glibc setting fastcapa's producers make (src/producer.rs,
+    // keep_freed_memory): librdkafka frees each message when its report is
+    // served, and glibc would trim the heap back and fault it in again after
+    // every wave. A ceiling that paid for that would be beatable.
+    // SAFETY: mallopt only changes glibc's trimming thresholds.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TOP_PAD, 16 << 20);
+    }
     // Load: one buffer for all frames, one key per frame.
     let mut capture = pcap::Capture::from_file_with_precision(&args[1], pcap::Precision::Micro)
         .expect("open capture");
