@@ -45,6 +45,30 @@ pub struct TxConfig {
     pub partitioning: Partitioning,
 }
 
+/// `--partition-by` as the operator names it; [`Partitioning`] is the
+/// worker's resolved choice, with the topic's partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionMode {
+    Key,
+    Batch,
+    Flow,
+}
+
+impl std::str::FromStr for PartitionMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<PartitionMode, String> {
+        match text {
+            "key" => Ok(PartitionMode::Key),
+            "batch" => Ok(PartitionMode::Batch),
+            "flow" => Ok(PartitionMode::Flow),
+            other => Err(format!(
+                "unknown partitioning {other:?} (batch, key or flow)"
+            )),
+        }
+    }
+}
+
 /// How a transmit worker chooses partitions (`--partition-by`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Partitioning {

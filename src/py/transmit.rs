@@ -16,7 +16,7 @@ use crate::counters::TxCounters;
 use crate::events::EventLog;
 use crate::producer::KafkaProducer;
 use crate::ring::LaneReader;
-use crate::tx::{Partitioning, TxConfig, TxControl};
+use crate::tx::{PartitionMode, Partitioning, TxConfig, TxControl};
 
 /// librdkafka's defaults for the size of one message set, which a batch
 /// partitioning worker fills before it moves to its next partition.
@@ -129,7 +129,7 @@ impl TxWorker {
     /// `worker` of `workers`) or "flow" (`flow_hash % partitions`). Reads the
     /// partition count from the cluster; call before `start`. Returns it
     /// (0 for "key", which does not need it).
-    #[pyo3(signature = (mode, topic, timeout, *, worker = 0, workers = 1))]
+    #[pyo3(signature = (mode, topic, timeout, *, worker, workers))]
     fn set_partitioning(
         &self,
         py: Python<'_>,
@@ -143,21 +143,19 @@ impl TxWorker {
         let (_, producer, config) = parts
             .as_mut()
             .ok_or_else(|| FastcapaError::new_err("the worker is already running"))?;
-        if mode == "key" {
+        let mode = mode
+            .parse::<PartitionMode>()
+            .map_err(ConfigError::new_err)?;
+        if mode == PartitionMode::Key {
             config.partitioning = Partitioning::Key;
             return Ok(0);
-        }
-        if mode != "batch" && mode != "flow" {
-            return Err(ConfigError::new_err(format!(
-                "partitioning must be key, batch or flow, not {mode:?}"
-            )));
         }
         let count = py
             .detach(|| producer.partition_count(topic, Duration::from_secs_f64(timeout.max(0.0))))
             .ok_or_else(|| {
                 KafkaError::new_err(format!("cannot read the partitions of topic {topic}"))
             })? as u32;
-        config.partitioning = if mode == "flow" {
+        config.partitioning = if mode == PartitionMode::Flow {
             Partitioning::Flow { partitions: count }
         } else {
             let (messages, bytes) = self.message_set;
