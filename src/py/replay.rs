@@ -38,7 +38,7 @@ impl FileSource {
     /// `hash_flows`: frames go to partitions by flow, so every record needs
     /// its flow hash (otherwise only when there are rings or lanes to choose).
     #[new]
-    #[pyo3(signature = (path, rings, *, snaplen, count, hash_flows = true))]
+    #[pyo3(signature = (path, rings, *, snaplen, count, hash_flows))]
     fn new(
         path: &str,
         rings: Vec<Bound<'_, TxRing>>,
