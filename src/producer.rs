@@ -103,19 +103,32 @@ impl ClientContext for DeliveryCounter {
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
 
+    /// Reports that rust-rdkafka serves itself (while `BaseProducer::poll`
+    /// runs); the transmit path serves them as events (`serve_reports`).
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
-            Ok(message) => {
-                bump(&self.counters.delivered, 1);
-                let len = message.payload_len() as u64;
-                bump(&self.counters.delivered_bytes, len);
-            }
+            Ok(message) => self.count_reports(1, message.payload_len() as u64, 0),
             Err((error, _)) => {
-                bump(&self.counters.failed, 1);
-                self.events
-                    .record(EventKind::DeliveryFailed, &error.to_string());
+                self.count_reports(0, 0, 1);
+                self.delivery_failed(error);
             }
         }
+    }
+}
+
+impl DeliveryCounter {
+    /// Adds delivery reports to the worker's counters: `delivered`
+    /// messages of `bytes` payload, and `failed` ones.
+    fn count_reports(&self, delivered: u64, bytes: u64, failed: u64) {
+        bump(&self.counters.delivered, delivered);
+        bump(&self.counters.delivered_bytes, bytes);
+        bump(&self.counters.failed, failed);
+    }
+
+    /// Why a delivery failed, for the operator.
+    fn delivery_failed(&self, error: &KafkaError) {
+        self.events
+            .record(EventKind::DeliveryFailed, &error.to_string());
     }
 }
 
@@ -421,16 +434,10 @@ impl KafkaProducer {
                                 bytes += (*message).len as u64;
                             } else {
                                 failed += 1;
-                                // Worded as rust-rdkafka's delivery callback words it.
-                                let error = KafkaError::MessageProduction(err.into());
-                                context
-                                    .events
-                                    .record(EventKind::DeliveryFailed, &error.to_string());
+                                context.delivery_failed(&KafkaError::MessageProduction(err.into()));
                             }
                         }
-                        bump(&context.counters.delivered, delivered);
-                        bump(&context.counters.delivered_bytes, bytes);
-                        bump(&context.counters.failed, failed);
+                        context.count_reports(delivered, bytes, failed);
                     }
                     rd::RD_KAFKA_EVENT_STATS => {
                         let json = std::ffi::CStr::from_ptr(rd::rd_kafka_event_stats(event));
