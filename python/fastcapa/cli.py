@@ -261,9 +261,9 @@ def run_capture(argv: list[str]) -> int:
             pipeline.serve_metrics()
         except FastcapaError as e:
             return fail(EXIT_USAGE, e)
-        source = settings.read or settings.interface or pipeline.source_name()
         print(
-            f"fastcapa: {'replaying' if settings.read else 'capturing on'} {source} "
+            f"fastcapa: {'replaying' if settings.read else 'capturing on'} "
+            f"{pipeline.source_name()} "
             f"with {settings.rx_queues} queue(s) and {settings.workers} transmit worker(s) "
             f"into topic {settings.topic} at {settings.kafka['bootstrap.servers']}",
             file=sys.stderr,

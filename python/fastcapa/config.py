@@ -291,8 +291,10 @@ class CaptureSettings:
     def workers(self) -> int:
         """--tx-workers, or the default for the cores at hand (`--cpus`, or
         the ones this process may run on)."""
+        if self.tx_workers:
+            return self.tx_workers
         cores = len(self.cpus) or len(os.sched_getaffinity(0))
-        return self.tx_workers or default_tx_workers(self.rx_queues, cores)
+        return default_tx_workers(self.rx_queues, cores)
 
     @property
     def buffer_bytes(self) -> int:

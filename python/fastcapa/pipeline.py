@@ -232,10 +232,10 @@ class Pipeline:
         self._start_receivers()
 
     def source_name(self) -> str:
-        """The live source as messages name it."""
+        """The source as messages name it: the file, the interface, or the DPDK port."""
         if self.port is not None:
             return f"DPDK port {self.port.name} ({self.port.driver})"
-        return self.settings.interface or self.settings.read or "?"
+        return self.settings.read or self.settings.interface or "?"
 
     def source_notes(self) -> list[str]:
         """What the operator should know about the source: with DPDK, how
