@@ -26,11 +26,10 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+
+import harness
 
 EAL = "--no-huge -m 512 --no-pci"
 FIXED_FRAMES = 1000
@@ -46,33 +45,21 @@ def run_once(
     filter: str | None = None,
 ) -> dict:
     """One capture from net_null; its frames, seconds, CPU seconds."""
-    with tempfile.TemporaryDirectory() as tmp:
-        stats = Path(tmp) / "stats.jsonl"
-        args = [
-            sys.executable, "-m", "fastcapa",
-            "--dpdk", f"net_null0,size={size}", f"--eal={EAL}",
-            "-q", str(queues), "-d", "1024", "--count", str(frames),
-            "-t", topic, "-k", bootstrap,
-            "--stats-json", str(stats), "--stats-interval", "600",
-        ]  # fmt: skip
-        if cpus:
-            args += ["--cpus", cpus]
-        if filter:
-            args += ["--filter", filter]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
-        assert proc.stderr is not None
-        banner = proc.stderr.readline()
-        started = time.time()
-        err = proc.stderr.read()
-        if proc.wait() != 0 or "capturing on" not in banner:
-            raise RuntimeError(f"fastcapa exited {proc.returncode}: {banner}{err[-2000:]}")
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        final = json.loads(stats.read_text().splitlines()[-1])
+    args = [
+        "--dpdk", f"net_null0,size={size}", f"--eal={EAL}",
+        "-q", str(queues), "-d", "1024", "--count", str(frames),
+        "-t", topic, "-k", bootstrap,
+    ]  # fmt: skip
+    if cpus:
+        args += ["--cpus", cpus]
+    if filter:
+        args += ["--filter", filter]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds, final = harness.run_reported(args, "capturing on")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     delivered = final["kaf"]["out"]
     if delivered < frames or final["kaf"]["drops"] or final["rx"]["drops"]:
         raise RuntimeError(f"delivered {delivered} of {frames}: {final}")
-    seconds = final["time"] - started
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {
         "frames": delivered,

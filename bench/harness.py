@@ -11,6 +11,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -218,6 +219,29 @@ class Broker:
     def cpu(self) -> float:
         pid = self.cluster.pid(0)
         return proc_cpu(pid) if pid else 0.0
+
+
+def run_reported(args: list[str], banner: str) -> tuple[float, dict]:
+    """`fastcapa ARGS` in a child process with a final `--stats-json` report:
+    the seconds from its start banner (its first line on stderr, once Kafka
+    is connected and the source open; it must hold `banner`) to its final
+    report, and that report. Raises when the run fails."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stats = Path(tmp) / "stats.jsonl"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fastcapa", *args,
+             "--stats-json", str(stats), "--stats-interval", "600"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        started = time.time()
+        rest = proc.stderr.read()
+        if proc.wait() != 0 or banner not in first:
+            raise RuntimeError(f"fastcapa exited {proc.returncode}: {first}{rest[-2000:]}")
+        final = json.loads(stats.read_text().splitlines()[-1])
+    return final["time"] - started, final
 
 
 # --- inputs -----------------------------------------------------------------

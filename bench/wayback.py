@@ -25,7 +25,6 @@ import struct
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 WINDOW_US = 1_000_000
@@ -107,25 +106,15 @@ def child(topic: str, bootstrap: str, window: list[str]) -> int:
     return 0
 
 
-def replay_seconds(bootstrap: str, topic: str, path: Path, cache: Path) -> float:
+def replay_seconds(bootstrap: str, topic: str, path: Path) -> float:
     """fastcapa's replay of `path` into `topic`, timed as the replay scenario
     times it: from its start banner (connected) to its final report."""
-    stats = cache / f"stats-{uuid.uuid4().hex[:6]}.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fastcapa", "-r", str(path), "-t", topic, "-k", bootstrap,
-         "--stats-json", str(stats), "--stats-interval", "600"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    banner = proc.stderr.readline()
-    started = time.time()
-    err = proc.stderr.read()
-    if proc.wait() != 0 or "replaying" not in banner:
-        raise RuntimeError(f"fastcapa exited {proc.returncode}: {banner}{err[-2000:]}")
-    final = json.loads(stats.read_text().splitlines()[-1])
-    stats.unlink()
-    return final["time"] - started
+    # Imported here, not at the top: each dump child runs this file, and its
+    # peak RSS is measured.
+    import harness
+
+    seconds, _ = harness.run_reported(["-r", str(path), "-t", topic, "-k", bootstrap], "replaying")
+    return seconds
 
 
 def scenario(broker, capture: Path, cache: Path, frames: int, repeat: int) -> dict:
@@ -139,7 +128,7 @@ def scenario(broker, capture: Path, cache: Path, frames: int, repeat: int) -> di
     for i in range(repeat):
         topic = broker.topic(f"wayback{i}")
         try:
-            replayed = replay_seconds(broker.bootstrap, topic, path, cache)
+            replayed = replay_seconds(broker.bootstrap, topic, path)
             whole = run_child([topic, broker.bootstrap])
             part = run_child([topic, broker.bootstrap, *window])
         finally:
