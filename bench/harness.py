@@ -181,10 +181,12 @@ class Broker:
 
     def topic(self, label: str) -> str:
         """A fresh topic of 8 partitions that keeps old capture times."""
-        name = f"bench-{label}-{uuid.uuid4().hex[:6]}"
-        futures = self.admin.create_topics(
-            [NewTopic(name, PARTITIONS, 1, config={"retention.ms": "-1"})]
-        )
+        return self.create(f"bench-{label}-{uuid.uuid4().hex[:6]}", {"retention.ms": "-1"})
+
+    def create(self, name: str, config: dict[str, str]) -> str:
+        """The topic `name` of 8 partitions with `config`, once every
+        partition has a leader."""
+        futures = self.admin.create_topics([NewTopic(name, PARTITIONS, 1, config=config)])
         for future in futures.values():
             future.result(30)
         # Wait until every partition has a leader before any tool starts.
@@ -215,6 +217,11 @@ class Broker:
 
     def close(self) -> None:
         self.consumer.close()
+
+    @property
+    def data_dir(self) -> Path:
+        """The broker's log dir: a folder TOPIC-N per partition."""
+        return self.cluster.node_dir(0) / "data"
 
     def cpu(self) -> float:
         pid = self.cluster.pid(0)

@@ -87,6 +87,20 @@ def ratios(result: dict) -> dict:
             "window_vs_dump": back["window_vs_dump"],
             "dump_peak_rss_mb": back["dump_peak_rss_mb"],
         }
+        if back.get("index"):  # the topic's index, with it and without (--no-index)
+            m, imix = back["index"]["medians"], back["index"].get("imix") or {}
+            out["wayback"] |= {
+                "needle_index_vs_scan": m["needle_index_vs_scan"],
+                "window_index_vs_scan": m["window_index_vs_scan"],
+                "window_index_vs_dump": m["window_index_vs_dump"],
+                "window_scan_vs_dump": m["window_scan_vs_dump"],
+                "outputs_identical": back["index"]["identical"],
+                "index_vs_replay_fps": m["index_vs_replay"],
+                "index_vs_topic_disk_64B": m["index_vs_topic_disk"],
+                "index_bytes_vs_read_bytes_64B": m["index_bytes_vs_read_bytes"],
+                "index_vs_topic_disk_IMIX": imix.get("index_vs_topic_disk"),
+                "index_bytes_vs_read_bytes_IMIX": imix.get("index_bytes_vs_read_bytes"),
+            }
     if "dpdk" in result:
         # Frames/s and CPU per frame of the pipeline fed by net_null, beside
         # the 64-byte replay and the ceiling of the same run.

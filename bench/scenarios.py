@@ -7,7 +7,8 @@
            captured by fastcapa (1 and 2 queues), `tcpdump -w /dev/null` (the
            capture floor) and the pycapa-style baseline on libpcap
   scaling  replay with receive queues x transmit workers from 1 to the cores
-  wayback  `fastcapa dump` of the topic a replay wrote (bench/wayback.py)
+  wayback  `fastcapa dump` of the topic a replay wrote, with its index and
+           without, and `fastcapa index` beside the replay (bench/wayback.py)
   dpdk     optional: bench/dpdk_null.py's `scenario(broker, ...)`, when present
 
 A scenario is a function of the broker and the run's arguments returning a
@@ -371,9 +372,21 @@ def scaling_scenario(broker: Broker, args) -> dict:
 
 
 def wayback_scenario(broker: Broker, args) -> dict:
+    """Twice the replay's frames of 64 B (2M by default: the index is about
+    topics too large to scan in a blink), and the replay's IMIX capture for
+    the index's size."""
     import wayback
 
-    return wayback.scenario(broker, capture(args.frames, 64), CACHE, args.frames, args.repeat)
+    frames = 2 * args.frames
+    return wayback.scenario(
+        broker,
+        capture(frames, 64),
+        CACHE,
+        frames,
+        args.repeat,
+        imix=capture(args.frames, 0),
+        imix_frames=args.frames,
+    )
 
 
 def dpdk_scenario(broker: Broker, args) -> dict:
