@@ -26,31 +26,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::bindings as rd;
-use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use rdkafka::ClientContext;
 
 use crate::counters::{bump, TxCounters};
 use crate::events::{EventKind, EventLog};
+use crate::kafka::codec::{encode_key, encode_orig_len, KEY_LEN, ORIG_LEN_HEADER};
+use crate::kafka::config::{self, ClientError};
+use crate::kafka::LastError;
+
+/// How errors name this client.
+const CLIENT: &str = "producer";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerError {
-    /// A librdkafka property it does not know, or a value it refuses.
-    #[error("invalid Kafka setting {key}={value}: {reason}")]
-    Setting {
-        key: String,
-        value: String,
-        reason: String,
-    },
-    #[error("cannot create the Kafka producer: {0}")]
-    Create(String),
-    #[error("cannot reach Kafka at {bootstrap} within {seconds} s: {reason}")]
-    Unreachable {
-        bootstrap: String,
-        seconds: f64,
-        reason: String,
-    },
+    #[error(transparent)]
+    Client(#[from] ClientError),
     /// The cluster answered, but the topic cannot be used at all.
     #[error("topic {topic} {reason}")]
     Topic { topic: String, reason: String },
@@ -67,7 +59,7 @@ pub struct DeliveryCounter {
     /// While the start-up check runs, errors are kept, not printed: the
     /// last one becomes the reason of a single error line if the check fails.
     checking: AtomicBool,
-    last_error: Mutex<Option<String>>,
+    last_error: LastError,
 }
 
 impl ClientContext for DeliveryCounter {
@@ -86,13 +78,7 @@ impl ClientContext for DeliveryCounter {
 
     fn error(&self, error: KafkaError, reason: &str) {
         if self.checking.load(Ordering::Relaxed) {
-            // "n/n brokers are down" follows the error that says why: keep that one.
-            let summary = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
-            if let Ok(mut last) = self.last_error.lock() {
-                if !summary || last.is_none() {
-                    *last = Some(reason.to_string());
-                }
-            }
+            self.last_error.record(&error, reason);
         } else {
             self.events
                 .record(EventKind::Kafka, &format!("{error}: {reason}"));
@@ -142,11 +128,6 @@ pub enum Offer {
     Refused(String),
 }
 
-/// The record header that carries a cut frame's length on the wire (4 bytes,
-/// big-endian), so that `fastcapa dump` can write it back as the pcap
-/// record's original length. Whole frames carry no header.
-pub const ORIG_LEN_HEADER: &std::ffi::CStr = c"orig_len";
-
 /// Most events one `serve_reports` call handles (a delivery report event
 /// holds the reports of up to a whole message set).
 const REPORT_EVENTS_PER_CALL: usize = 16;
@@ -182,28 +163,21 @@ impl KafkaProducer {
         stats_file: Option<File>,
     ) -> Result<KafkaProducer, ProducerError> {
         keep_freed_memory();
-        let mut config = ClientConfig::new();
-        for (key, value) in settings {
-            config.set(key, value);
-        }
+        // Python merges defaults and the operator's settings (config.py):
+        // nothing to add here.
+        let config = config::client_config(settings, &[], &[]);
         let context = DeliveryCounter {
             counters,
             stats_file: stats_file.map(Mutex::new),
             events,
             checking: AtomicBool::new(false),
-            last_error: Mutex::new(None),
+            last_error: LastError::default(),
         };
-        let producer: BaseProducer<DeliveryCounter> =
-            config.create_with_context(context).map_err(|e| match e {
-                KafkaError::ClientConfig(_, reason, key, value) => {
-                    // librdkafka ends some reasons with a line break: one line, please.
-                    let reason = reason.trim_end().to_string();
-                    ProducerError::Setting { key, value, reason }
-                }
-                other => ProducerError::Create(other.to_string()),
-            })?;
-        let topic_name = CString::new(topic)
-            .map_err(|_| ProducerError::Create(format!("topic name {topic:?} holds a NUL")))?;
+        let producer: BaseProducer<DeliveryCounter> = config::create(&config, context, CLIENT)?;
+        let topic_name = CString::new(topic).map_err(|_| ClientError::Create {
+            client: CLIENT,
+            reason: format!("topic name {topic:?} holds a NUL"),
+        })?;
         // SAFETY: the client pointer is valid for the producer's lifetime; a
         // null topic conf means the defaults from the global configuration.
         let handle = unsafe {
@@ -214,9 +188,11 @@ impl KafkaProducer {
             )
         };
         if handle.is_null() {
-            return Err(ProducerError::Create(format!(
-                "cannot open topic {topic:?}"
-            )));
+            return Err(ClientError::Create {
+                client: CLIENT,
+                reason: format!("cannot open topic {topic:?}"),
+            }
+            .into());
         }
         // SAFETY: as above; the reference is released in Drop.
         let queue = unsafe { rd::rd_kafka_queue_get_main(producer.client().native_ptr()) };
@@ -225,7 +201,7 @@ impl KafkaProducer {
             topic: handle,
             queue,
             topic_name: topic.to_string(),
-            bootstrap: config.get("bootstrap.servers").unwrap_or("").to_string(),
+            bootstrap: config::bootstrap(&config),
         })
     }
 
@@ -249,12 +225,9 @@ impl KafkaProducer {
             self.producer.poll(Duration::ZERO);
         }
         context.checking.store(false, Ordering::Relaxed);
-        let last_error = context.last_error.lock().ok().and_then(|mut e| e.take());
-        let metadata = answer.map_err(|e| ProducerError::Unreachable {
-            bootstrap: self.bootstrap.clone(),
-            seconds: timeout.as_secs_f64(),
-            reason: last_error.unwrap_or_else(|| e.to_string()),
-        })?;
+        let last_error = context.last_error.take();
+        let metadata = answer
+            .map_err(|e| ClientError::unreachable(&self.bootstrap, timeout, last_error, &e))?;
         use rd::rd_kafka_resp_err_t::*;
         let topic_error = |metadata: &rdkafka::metadata::Metadata| {
             metadata.topics().first().and_then(|t| t.error())
@@ -306,17 +279,17 @@ impl KafkaProducer {
         (count > 0).then_some(count)
     }
 
-    /// Offers one frame alone: key = capture time in µs (8 bytes,
-    /// big-endian), `partition` < 0 lets librdkafka's partitioner choose by
-    /// key. A frame cut short of its `wire_len` carries that length in an
+    /// Offers one frame alone: key = capture time in µs (see
+    /// [`crate::kafka::codec`]), `partition` < 0 lets librdkafka's
+    /// partitioner choose by key. A frame cut short of its `wire_len` carries that length in an
     /// `orig_len` header; a whole frame carries no header at all (whole
     /// frames normally go by [`KafkaProducer::produce_batch`]). The record's
     /// timestamp is the time of production, as for a batch.
     #[inline]
     pub fn offer(&self, ts_us: u64, partition: i32, value: &[u8], wire_len: u32) -> Offer {
-        let key = ts_us.to_be_bytes();
-        let orig_len = wire_len.to_be_bytes();
-        let cut = wire_len as usize > value.len();
+        let key = encode_key(ts_us);
+        let orig_len = encode_orig_len(value.len(), wire_len);
+        let header = orig_len.unwrap_or_default();
         let vu = |vtype, u| rd::rd_kafka_vu_t { vtype, u };
         use rd::rd_kafka_vtype_t::*;
         use rd::rd_kafka_vu_s__bindgen_ty_1 as U;
@@ -342,14 +315,18 @@ impl KafkaProducer {
                 U {
                     header: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_2 {
                         name: ORIG_LEN_HEADER.as_ptr(),
-                        val: orig_len.as_ptr().cast(),
-                        size: orig_len.len() as isize,
+                        val: header.as_ptr().cast(),
+                        size: header.len() as isize,
                     },
                 },
             ),
         ];
         // A whole frame stops before the header.
-        let used = if cut { args.len() } else { args.len() - 1 };
+        let used = if orig_len.is_some() {
+            args.len()
+        } else {
+            args.len() - 1
+        };
         // SAFETY: every pointer in `args` is valid for the call; with
         // RD_KAFKA_MSG_F_COPY librdkafka copies key, value and header before
         // it returns, and it keeps no reference to `args`.
@@ -543,7 +520,7 @@ pub const UNASSIGNED: i32 = -1;
 /// burst: the keys live here, the values in the ring's slots.
 pub struct Batch {
     messages: Vec<rd::rd_kafka_message_t>,
-    keys: Box<[[u8; 8]]>,
+    keys: Box<[[u8; KEY_LEN]]>,
     /// Keys written since `clear` (messages consumed keep theirs in place).
     keys_used: usize,
     per_message_partition: bool,
@@ -559,7 +536,7 @@ impl Batch {
     pub fn new(capacity: usize) -> Batch {
         Batch {
             messages: Vec::with_capacity(capacity),
-            keys: vec![[0; 8]; capacity].into_boxed_slice(),
+            keys: vec![[0; KEY_LEN]; capacity].into_boxed_slice(),
             keys_used: 0,
             per_message_partition: false,
         }
@@ -592,7 +569,7 @@ impl Batch {
         let i = self.keys_used;
         assert!(i < self.keys.len(), "batch full");
         self.keys_used += 1;
-        self.keys[i] = ts_us.to_be_bytes();
+        self.keys[i] = encode_key(ts_us);
         if partition.is_some() {
             self.per_message_partition = true;
         }
@@ -603,7 +580,7 @@ impl Batch {
             payload: value.as_ptr() as *mut _,
             len: value.len(),
             key: self.keys[i].as_ptr() as *mut _,
-            key_len: 8,
+            key_len: KEY_LEN,
             offset: 0,
             _private: std::ptr::null_mut(),
         });

@@ -10,36 +10,34 @@
 //! group: nothing is committed, nothing is rebalanced.
 
 use std::ffi::{c_void, CStr, CString};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::bindings as rd;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::ClientContext;
 
 use super::DumpError;
-use crate::producer::ORIG_LEN_HEADER;
+use crate::kafka::codec::ORIG_LEN_HEADER;
+use crate::kafka::config::{self, ClientError};
+use crate::kafka::LastError;
+
+/// How errors name this client.
+const CLIENT: &str = "consumer";
 
 /// Keeps librdkafka's last error as the reason of a failure; logs nothing
 /// (what matters reaches the operator as fastcapa's own line).
 #[derive(Default)]
 pub struct ReadContext {
-    last_error: Mutex<Option<String>>,
+    last_error: LastError,
 }
 
 impl ClientContext for ReadContext {
     fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
 
     fn error(&self, error: KafkaError, reason: &str) {
-        // "n/n brokers are down" follows the error that says why: keep that one.
-        let summary = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
-        if let Ok(mut last) = self.last_error.lock() {
-            if !summary || last.is_none() {
-                *last = Some(reason.to_string());
-            }
-        }
+        self.last_error.record(&error, reason);
     }
 }
 
@@ -119,18 +117,6 @@ pub struct Reader {
 // the topic handle is destroyed once, in Drop, by the owner.
 unsafe impl Send for Reader {}
 
-/// The setting librdkafka refused, as one line.
-fn setting_error(e: KafkaError) -> DumpError {
-    match e {
-        KafkaError::ClientConfig(_, reason, key, value) => DumpError::Setting {
-            key,
-            value,
-            reason: reason.trim_end().to_string(),
-        },
-        other => DumpError::Create(other.to_string()),
-    }
-}
-
 impl Reader {
     /// Connects (waiting up to `timeout` for the cluster's answer) and finds
     /// the topic's partitions. `settings` are the operator's; `ours` are
@@ -142,20 +128,10 @@ impl Reader {
         topic: &str,
         timeout: Duration,
     ) -> Result<Reader, DumpError> {
-        let mut config = ClientConfig::new();
-        for (key, value) in defaults {
-            config.set(*key, *value);
-        }
-        for (key, value) in settings {
-            config.set(key, value);
-        }
-        for (key, value) in ours {
-            config.set(*key, *value);
-        }
-        let consumer: BaseConsumer<ReadContext> = config
-            .create_with_context(ReadContext::default())
-            .map_err(setting_error)?;
-        let bootstrap = config.get("bootstrap.servers").unwrap_or("").to_string();
+        let config = config::client_config(settings, ours, defaults);
+        let consumer: BaseConsumer<ReadContext> =
+            config::create(&config, ReadContext::default(), CLIENT)?;
+        let bootstrap = config::bootstrap(&config);
         let answer = consumer.client().fetch_metadata(Some(topic), timeout);
         let name = CString::new(topic)
             .map_err(|_| DumpError::NoTopic(topic.escape_debug().to_string()))?;
@@ -168,10 +144,8 @@ impl Reader {
             started: Vec::new(),
         };
         reader.serve_events();
-        let metadata = answer.map_err(|e| DumpError::Unreachable {
-            bootstrap: reader.bootstrap.clone(),
-            seconds: timeout.as_secs_f64(),
-            reason: reader.take_error().unwrap_or_else(|| e.to_string()),
+        let metadata = answer.map_err(|e| {
+            ClientError::unreachable(&reader.bootstrap, timeout, reader.take_error(), &e)
         })?;
         let described = metadata.topics().iter().find(|t| t.name() == topic);
         let mut partitions: Vec<i32> = match described {
@@ -192,7 +166,11 @@ impl Reader {
             )
         };
         if handle.is_null() {
-            return Err(DumpError::Create(format!("cannot open topic {topic:?}")));
+            return Err(ClientError::Create {
+                client: CLIENT,
+                reason: format!("cannot open topic {topic:?}"),
+            }
+            .into());
         }
         reader.topic = handle;
         reader.started = vec![false; partitions.len()];
@@ -357,12 +335,7 @@ impl Reader {
     /// librdkafka's last error, once.
     pub fn take_error(&self) -> Option<String> {
         self.serve_events();
-        self.consumer
-            .context()
-            .last_error
-            .lock()
-            .ok()
-            .and_then(|mut e| e.take())
+        self.consumer.context().last_error.take()
     }
 
     fn partition_error(

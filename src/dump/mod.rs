@@ -32,9 +32,11 @@ use std::time::{Duration, Instant};
 use self::kafka::{Msg, Reader};
 use self::merge::{Held, Merge};
 use self::pcap::{PcapWriter, Skip, LATEST_KEY_US};
-use self::seek::Bracket;
+use self::seek::{usable_key, Bracket};
 use crate::bpf::BpfProgram;
 use crate::counters::DumpSnapshot;
+use crate::kafka::codec::{decode_key, decode_orig_len};
+use crate::kafka::ClientError;
 use crate::source::CaptureError;
 
 /// The reorder bound `T` (see `merge.rs`): within one partition no record's
@@ -83,21 +85,8 @@ pub struct DumpConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
-    /// A librdkafka property it does not know, or a value it refuses.
-    #[error("invalid Kafka setting {key}={value}: {reason}")]
-    Setting {
-        key: String,
-        value: String,
-        reason: String,
-    },
-    #[error("cannot create the Kafka consumer: {0}")]
-    Create(String),
-    #[error("cannot reach Kafka at {bootstrap} within {seconds} s: {reason}")]
-    Unreachable {
-        bootstrap: String,
-        seconds: f64,
-        reason: String,
-    },
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error("topic {0:?} does not exist")]
     NoTopic(String),
     #[error(transparent)]
@@ -443,10 +432,7 @@ impl Dump {
             last_offset = offset;
             counts.read += 1;
             let key = m.key();
-            if let Some(ts) = key
-                .and_then(|k| <[u8; 8]>::try_from(k).ok())
-                .map(u64::from_be_bytes)
-            {
+            if let Some(ts) = decode_key(key) {
                 if ts <= LATEST_KEY_US {
                     if merge
                         .last_key(p)
@@ -466,7 +452,7 @@ impl Dump {
                 }
             }
             let value = m.value();
-            let accepted = match pcap::accept(key, value, pcap::orig_len(m.orig_len_header())) {
+            let accepted = match pcap::accept(key, value, decode_orig_len(m.orig_len_header())) {
                 Ok(a) => a,
                 Err(skip) => {
                     match skip {
@@ -540,11 +526,4 @@ impl Dump {
         }
         Ok(())
     }
-}
-
-/// A key as the search uses it: a capture time, or `None` for one that is
-/// not 8 bytes or not a time a pcap record holds.
-fn usable_key(key: Option<&[u8]>) -> Option<u64> {
-    let ts = u64::from_be_bytes(key?.try_into().ok()?);
-    (ts <= LATEST_KEY_US).then_some(ts)
 }

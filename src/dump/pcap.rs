@@ -11,6 +11,8 @@
 
 use std::io::{self, Write};
 
+use crate::kafka::codec::{decode_key, OrigLen};
+
 /// The snapshot length of the file, and the most bytes a record may carry:
 /// libpcap refuses a record with a longer captured length (its
 /// `MAXIMUM_SNAPLEN`), and tcpdump's default snap length is the same.
@@ -60,17 +62,6 @@ pub enum Skip {
     BadTime,
 }
 
-/// What a record's `orig_len` header said.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OrigLen {
-    /// No header: the frame is whole.
-    Absent,
-    /// A header of 4 bytes, big-endian.
-    Given(u32),
-    /// A header that is not 4 bytes.
-    Malformed,
-}
-
 /// One record as it goes into the file.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Accepted {
@@ -89,7 +80,7 @@ pub struct Accepted {
 /// Decides what becomes of one Kafka record: written (perhaps cut) or skipped.
 pub fn accept(key: Option<&[u8]>, value: Option<&[u8]>, orig: OrigLen) -> Result<Accepted, Skip> {
     let key = key.ok_or(Skip::NoKey)?;
-    let ts_us = u64::from_be_bytes(key.try_into().map_err(|_| Skip::BadKey)?);
+    let ts_us = decode_key(Some(key)).ok_or(Skip::BadKey)?;
     let value = value.ok_or(Skip::NoValue)?;
     if record_time(ts_us).is_none() {
         return Err(Skip::BadTime);
@@ -108,17 +99,6 @@ pub fn accept(key: Option<&[u8]>, value: Option<&[u8]>, orig: OrigLen) -> Result
         cut: len > PCAP_SNAPLEN,
         bad_orig_len,
     })
-}
-
-/// Reads the `orig_len` header's bytes.
-pub fn orig_len(header: Option<&[u8]>) -> OrigLen {
-    match header {
-        None => OrigLen::Absent,
-        Some(bytes) => match <[u8; 4]>::try_from(bytes) {
-            Ok(be) => OrigLen::Given(u32::from_be_bytes(be)),
-            Err(_) => OrigLen::Malformed,
-        },
-    }
 }
 
 /// Writes a classic pcap file through one large buffer.
@@ -182,6 +162,7 @@ impl<W: Write> PcapWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::codec::decode_orig_len;
 
     const KEY: [u8; 8] = 1_700_000_000_123_456u64.to_be_bytes();
 
@@ -266,11 +247,16 @@ mod tests {
         let a = accept(
             Some(&KEY),
             Some(&cut),
-            orig_len(Some(&1514u32.to_be_bytes())),
+            decode_orig_len(Some(&1514u32.to_be_bytes())),
         )
         .unwrap();
         assert_eq!((a.caplen, a.wire_len, a.bad_orig_len), (96, 1514, false));
-        let a = accept(Some(&KEY), Some(&cut), orig_len(Some(&96u32.to_be_bytes()))).unwrap();
+        let a = accept(
+            Some(&KEY),
+            Some(&cut),
+            decode_orig_len(Some(&96u32.to_be_bytes())),
+        )
+        .unwrap();
         assert_eq!((a.wire_len, a.bad_orig_len), (96, false));
         // Shorter than what was captured, or not 4 bytes: the value's length.
         for header in [
@@ -279,10 +265,9 @@ mod tests {
             &[0u8; 8][..],
             &[][..],
         ] {
-            let a = accept(Some(&KEY), Some(&cut), orig_len(Some(header))).unwrap();
+            let a = accept(Some(&KEY), Some(&cut), decode_orig_len(Some(header))).unwrap();
             assert_eq!((a.wire_len, a.bad_orig_len), (96, true), "{header:?}");
         }
-        assert_eq!(orig_len(None), OrigLen::Absent);
     }
 
     #[test]

@@ -21,6 +21,16 @@
 //! plus `T`, which is before `--from`. Reading starts just after `lo`, and the
 //! window is exact for every topic that keeps the bound.
 
+use super::pcap::LATEST_KEY_US;
+use crate::kafka::codec::decode_key;
+
+/// A key as the search uses it: a capture time, or `None` for one that is
+/// not 8 bytes or not a time a pcap record holds.
+#[inline]
+pub fn usable_key(key: Option<&[u8]>) -> Option<u64> {
+    decode_key(key).filter(|&ts| ts <= LATEST_KEY_US)
+}
+
 /// The search in one partition.
 #[derive(Debug, Clone)]
 pub struct Bracket {
@@ -297,6 +307,19 @@ mod tests {
                 assert!(start >= 1000 + first - batch as i64);
             }
         }
+    }
+
+    #[test]
+    fn only_keys_a_pcap_record_can_hold_guide_the_search() {
+        assert_eq!(usable_key(Some(&7u64.to_be_bytes())), Some(7));
+        assert_eq!(
+            usable_key(Some(&LATEST_KEY_US.to_be_bytes())),
+            Some(LATEST_KEY_US)
+        );
+        assert_eq!(usable_key(Some(&(LATEST_KEY_US + 1).to_be_bytes())), None);
+        assert_eq!(usable_key(Some(&u64::MAX.to_be_bytes())), None);
+        assert_eq!(usable_key(Some(&[0u8; 7])), None);
+        assert_eq!(usable_key(None), None);
     }
 
     #[test]

@@ -23,12 +23,9 @@ pub struct Dump {
 fn to_py(error: DumpError) -> PyErr {
     match error {
         DumpError::Io(e) => e.into(),
-        DumpError::Setting { .. } | DumpError::NoTopic(_) | DumpError::Filter(_) => {
-            ConfigError::new_err(error.to_string())
-        }
-        DumpError::Create(_) | DumpError::Unreachable { .. } | DumpError::Kafka(_) => {
-            KafkaError::new_err(error.to_string())
-        }
+        DumpError::Client(e) => e.into(),
+        DumpError::NoTopic(_) | DumpError::Filter(_) => ConfigError::new_err(error.to_string()),
+        DumpError::Kafka(_) => KafkaError::new_err(error.to_string()),
     }
 }
 

@@ -40,12 +40,22 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
+impl From<crate::kafka::ClientError> for PyErr {
+    fn from(error: crate::kafka::ClientError) -> PyErr {
+        use crate::kafka::ClientError::*;
+        match error {
+            Setting { .. } => ConfigError::new_err(error.to_string()),
+            Create { .. } | Unreachable { .. } => KafkaError::new_err(error.to_string()),
+        }
+    }
+}
+
 impl From<crate::producer::ProducerError> for PyErr {
     fn from(error: crate::producer::ProducerError) -> PyErr {
         use crate::producer::ProducerError::*;
         match error {
-            Setting { .. } => ConfigError::new_err(error.to_string()),
-            Create(_) | Unreachable { .. } | Topic { .. } => KafkaError::new_err(error.to_string()),
+            Client(e) => e.into(),
+            Topic { .. } => KafkaError::new_err(error.to_string()),
         }
     }
 }

@@ -1,0 +1,23 @@
+//! What every Kafka client of fastcapa shares: the transmit side's producer
+//! (`crate::producer`), the dump's readers (`crate::dump::kafka`) and the
+//! index builder, which both consumes and produces.
+//!
+//! - [`config`]: a client's settings (the operator's, ours on top, defaults
+//!   underneath), making the client, and the errors an operator reads
+//!   before the client has done anything: a refused setting, a client
+//!   librdkafka could not make, a cluster that does not answer;
+//! - [`context`]: the part of a client context that keeps librdkafka's last
+//!   error as the reason of such a failure;
+//! - [`codec`]: the record format on a capture topic, written by the
+//!   producer and read by everything else: the key (capture time) and the
+//!   `orig_len` header of a cut frame.
+//!
+//! Each client keeps its own context and hot path; what is here is what
+//! must read and behave the same in all of them.
+
+pub mod codec;
+pub mod config;
+pub mod context;
+
+pub use self::config::ClientError;
+pub use self::context::LastError;
