@@ -12,6 +12,7 @@ pub mod dpdk;
 pub mod dump;
 pub mod events;
 pub mod flow;
+pub mod index;
 pub mod kafka;
 pub mod privileges;
 pub mod producer;

@@ -154,7 +154,9 @@ pub fn run<Q: RxQueue>(
             }
         }
         // The clock is read once per burst taken or per wait, not per spin.
-        if (bursts > 0 || blocked || idle_spins % 64 == 0) && last_stats.elapsed() >= STATS_PERIOD {
+        if (bursts > 0 || blocked || idle_spins.is_multiple_of(64))
+            && last_stats.elapsed() >= STATS_PERIOD
+        {
             read_nic_stats(&mut queue, &counters)?;
             last_stats = Instant::now();
         }
@@ -173,7 +175,7 @@ pub fn run<Q: RxQueue>(
         idle_spins = idle_spins.wrapping_add(1);
         let look = match config.idle {
             // A spinning worker still looks at the link now and then.
-            Idle::Spin if idle_spins % SPINS_PER_LINK_CHECK == 0 => Some(Duration::ZERO),
+            Idle::Spin if idle_spins.is_multiple_of(SPINS_PER_LINK_CHECK) => Some(Duration::ZERO),
             Idle::Poll if idle_spins >= SPINS_BEFORE_WAIT => Some(WAIT),
             _ => None,
         };

@@ -13,6 +13,10 @@
 //! - `postings`: for each term that occurs, the positions holding it.
 //! - `min_key`/`max_key`: smallest and largest 8-byte key (u64, big-endian)
 //!   among the slice's records; `None` when no record has one.
+//! - `blocks`: the same, per block of [`BLOCK`] positions (block `i` holds
+//!   positions `i * BLOCK ..`), `None` for a block without keys: a window
+//!   reads the blocks its time reaches, not whole slices. Empty when not
+//!   known (every block then counts as reaching any window).
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
@@ -47,7 +51,18 @@ pub struct Slice {
     pub present: RoaringBitmap,
     pub unparsed: RoaringBitmap,
     pub postings: BTreeMap<Term, RoaringBitmap>,
+    /// Smallest and largest key per block of [`BLOCK`] positions.
+    pub blocks: Vec<Option<(u64, u64)>>,
 }
+
+/// Records per slice unless the operator says otherwise: the size that
+/// gives the smallest index (docs/dump.md, "The index: what a slice holds").
+pub const DEFAULT_SLICE_RECORDS: u32 = 65_536;
+
+/// Positions per block of a slice's time ranges: a window's edges cost at
+/// most this many records read on either side, and the ranges 2 to 6 bytes
+/// per block.
+pub const BLOCK: u32 = 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("malformed index record: {0}")]
@@ -85,6 +100,7 @@ pub struct SliceBuilder {
     /// finish's grouping: where each id's positions start, and the positions.
     starts: Vec<u32>,
     grouped: Vec<u32>,
+    blocks: Vec<Option<(u64, u64)>>,
 }
 
 impl SliceBuilder {
@@ -107,6 +123,7 @@ impl SliceBuilder {
             scratch: Vec::with_capacity(32),
             starts: Vec::new(),
             grouped: Vec::new(),
+            blocks: Vec::new(),
         }
     }
 
@@ -134,6 +151,12 @@ impl SliceBuilder {
         if let Some(key) = key {
             self.min_key = self.min_key.min(key);
             self.max_key = self.max_key.max(key);
+            let block = (position / BLOCK) as usize;
+            if self.blocks.len() <= block {
+                self.blocks.resize(block + 1, None);
+            }
+            let range = &mut self.blocks[block];
+            *range = Some(range.map_or((key, key), |(lo, hi)| (lo.min(key), hi.max(key))));
         }
         if let Some(value) = value {
             self.bytes += value.len() as u64;
@@ -257,6 +280,7 @@ impl SliceBuilder {
             present,
             unparsed,
             postings,
+            blocks: std::mem::take(&mut self.blocks),
         }
     }
 }
@@ -630,6 +654,19 @@ impl Slice {
             }
             _ => out.push(0),
         }
+        // Block ranges: 0 for a block without keys, else its smallest key
+        // above the slice's, plus one, then its spread.
+        write_varint(self.blocks.len() as u128, out);
+        let floor = meta.min_key.unwrap_or(0);
+        for block in &self.blocks {
+            match block {
+                None => write_varint(0, out),
+                Some((lo, hi)) => {
+                    write_varint(u128::from(lo.saturating_sub(floor)) + 1, out);
+                    write_varint(u128::from(hi.saturating_sub(*lo)), out);
+                }
+            }
+        }
         write_bitmap(&self.present, out);
         write_bitmap(&self.unparsed, out);
         let mut kinds: Vec<(u8, u32)> = Vec::with_capacity(8);
@@ -700,6 +737,37 @@ impl Slice {
         if span > 1 << 32 {
             return Err(SliceFormatError(format!("a span of {span} offsets")));
         }
+        let block_count = r.varint("the block count")?;
+        if u64::from(block_count) > span.div_ceil(u64::from(BLOCK)) {
+            return Err(SliceFormatError(format!(
+                "{block_count} blocks in {span} offsets"
+            )));
+        }
+        let mut blocks = Vec::with_capacity(block_count as usize);
+        for _ in 0..block_count {
+            let lo = r.varint128("a block's time")?;
+            if lo == 0 {
+                blocks.push(None);
+                continue;
+            }
+            let spread = r.varint128("a block's time")?;
+            let (Some(min), Some(max)) = (min_key, max_key) else {
+                return Err(SliceFormatError(
+                    "a block time in a slice without keys".into(),
+                ));
+            };
+            let lo = u64::try_from(lo - 1)
+                .ok()
+                .and_then(|lo| min.checked_add(lo))
+                .filter(|&lo| lo <= max)
+                .ok_or_else(|| SliceFormatError("a block's time outside the slice's".into()))?;
+            let hi = u64::try_from(spread)
+                .ok()
+                .and_then(|spread| lo.checked_add(spread))
+                .filter(|&hi| hi <= max)
+                .ok_or_else(|| SliceFormatError("a block's time outside the slice's".into()))?;
+            blocks.push(Some((lo, hi)));
+        }
 
         let present = r.bitmap("present")?;
         if present.len() != u64::from(records) {
@@ -767,7 +835,29 @@ impl Slice {
             present,
             unparsed,
             postings,
+            blocks,
         })
+    }
+
+    /// The positions of the blocks whose time reaches `start..=end` (and
+    /// of blocks without keys, which hold only unparsed records), or `None`
+    /// when the block ranges are not known.
+    pub fn in_window(&self, start: u64, end: u64) -> Option<RoaringBitmap> {
+        if self.blocks.is_empty() {
+            return None;
+        }
+        let mut window = RoaringBitmap::new();
+        for (i, block) in self.blocks.iter().enumerate() {
+            let reaches = block.is_none_or(|(lo, hi)| hi >= start && lo <= end);
+            if reaches {
+                let first = i as u32 * BLOCK;
+                window.insert_range(first..first.saturating_add(BLOCK));
+            }
+        }
+        // Blocks past the last keyed one hold no keys either.
+        let tail = self.blocks.len() as u32 * BLOCK;
+        window.insert_range(tail..);
+        Some(window)
     }
 
     /// The offset of a position.
@@ -805,6 +895,50 @@ mod tests {
 
     fn bitmap(positions: &[u32]) -> RoaringBitmap {
         positions.iter().copied().collect()
+    }
+
+    #[test]
+    fn blocks_keep_each_blocks_time_and_a_window_reads_only_those_it_reaches() {
+        let mut b = SliceBuilder::new(0, 0, 1);
+        // Three blocks: times 1000.., 5000.., and a third without keys.
+        for i in 0..BLOCK {
+            b.push(
+                i64::from(i),
+                Some(&key(1000 + u64::from(i))),
+                Some(&udp_frame(1, 53)),
+            );
+        }
+        for i in BLOCK..2 * BLOCK {
+            b.push(
+                i64::from(i),
+                Some(&key(5000 + u64::from(i))),
+                Some(&udp_frame(1, 53)),
+            );
+        }
+        b.push(i64::from(2 * BLOCK), None, Some(&udp_frame(1, 53)));
+        let slice = b.finish();
+        // The last block has no key: it is not listed.
+        assert_eq!(slice.blocks.len(), 2);
+        assert_eq!(slice.blocks[0], Some((1000, 1000 + u64::from(BLOCK) - 1)));
+        assert_eq!(round_trip(&slice), slice);
+        let window = slice.in_window(6000, 6100).expect("blocks known");
+        assert!(!window.contains(0) && !window.contains(BLOCK - 1));
+        assert!(window.contains(BLOCK) && window.contains(2 * BLOCK - 1));
+        // The block without keys is read whatever the window.
+        assert!(window.contains(2 * BLOCK));
+        let none = slice.in_window(100, 200).expect("blocks known");
+        assert!(!none.contains(0) && !none.contains(BLOCK));
+    }
+
+    #[test]
+    fn a_block_time_outside_the_slice_is_refused() {
+        let mut b = SliceBuilder::new(0, 0, 1);
+        b.push(0, Some(&key(7)), Some(&udp_frame(1, 53)));
+        let mut slice = b.finish();
+        slice.blocks[0] = Some((7, 9));
+        let mut bytes = Vec::new();
+        slice.encode(&mut bytes);
+        assert!(Slice::decode(&bytes).is_err());
     }
 
     fn built() -> Slice {
@@ -1148,6 +1282,7 @@ mod tests {
                         present,
                         unparsed,
                         postings,
+                        blocks: Vec::new(),
                     }
                 },
             )

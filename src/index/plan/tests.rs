@@ -62,6 +62,7 @@ fn slice(records: u32, postings: &[(Term, &[u32])], unparsed: &[u32]) -> Slice {
         present: (0..records).collect(),
         unparsed: bitmap(unparsed),
         postings: map,
+        blocks: Vec::new(),
     }
 }
 
