@@ -127,3 +127,34 @@ counters! {
 pub fn bump(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Relaxed);
 }
+
+counters! {
+    /// What `fastcapa index` read and wrote. One thread does the work and
+    /// keeps the plain snapshot; Python gets the names.
+    IndexCounters => IndexSnapshot {
+        /// Records of the capture topic read.
+        read,
+        /// Bytes of their values.
+        read_bytes,
+        /// Records read that no term could be taken from (a link type not
+        /// parsed, a key not 8 bytes, a null value): queries always read them.
+        unparsed,
+        /// Records covered by slices Kafka acknowledged.
+        indexed,
+        /// Slices Kafka acknowledged.
+        slices,
+        /// Bytes of those slices (before the producer's compression).
+        index_bytes,
+        /// Slices handed to the producer and not yet acknowledged.
+        pending,
+        /// Offset commits made (each after the slices it covers were acknowledged).
+        commits,
+        /// Partitions of the capture topic this member is assigned now.
+        partitions,
+        /// Records in its partitions not read yet (from the last lag reading).
+        lag_records,
+        /// Capture time between the newest record in its partitions and the
+        /// newest one indexed, µs (from the last lag reading).
+        lag_us,
+    }
+}

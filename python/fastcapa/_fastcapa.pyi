@@ -2,13 +2,15 @@
 a named native thread (fcapa-file, fcapa-rx-N, fcapa-tx-N) that never takes
 the GIL; these objects start, steer, join and read it."""
 
-from typing import Literal, Self, final
+from typing import Any, Literal, Self, final
 
 LIBRDKAFKA_VERSION: str
 RX_COUNTERS: list[str]
 TX_COUNTERS: list[str]
 DUMP_COUNTERS: list[str]
 DUMP_REORDER_BOUND_US: int
+INDEX_COUNTERS: list[str]
+INDEX_SLICE_RECORDS: int
 
 _Fanout = Literal["hash", "qm", "cpu", "lb"]
 _Idle = Literal["spin", "poll"]
@@ -200,12 +202,37 @@ class Dump:
         follow: bool = False,
         filter: str | None = None,
         timeout: float = 10.0,
+        index_topic: str | None = None,
     ) -> Self: ...
     def run(self, seconds: float) -> bool: ...
     def finish(self) -> None: ...
+    def plan(self) -> dict[str, Any]: ...
     def counters(self) -> dict[str, int]: ...
     @property
     def partitions(self) -> int: ...
+    def close(self) -> None: ...
+
+class Indexer:
+    """`fastcapa index`'s group member: joined when made; `run` works
+    without the GIL."""
+
+    def __new__(
+        cls,
+        topic: str,
+        index_topic: str,
+        group: str,
+        settings: list[tuple[str, str]],
+        *,
+        linktype: int,
+        slice_records: int,
+        slice_seconds: float,
+        timeout: float,
+        until_caught_up: bool,
+    ) -> Self: ...
+    def run(self, seconds: float) -> bool: ...
+    def measure_lag(self) -> None: ...
+    def finish(self, seconds: float) -> None: ...
+    def counters(self) -> dict[str, int]: ...
     def close(self) -> None: ...
 
 def drop_privileges(user: tuple[int, int] | None = None) -> None: ...

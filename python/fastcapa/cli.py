@@ -37,8 +37,9 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
         description="Capture every frame from a network interface (or replay a capture file) "
         "into Kafka, one message per frame: key = capture time in microseconds "
         "(8 bytes, big-endian), value = the frame.",
-        epilog="Subcommands: 'fastcapa capture' (the default) and 'fastcapa dump' "
-        "(Kafka back to a pcap file; see fastcapa dump --help).",
+        epilog="Subcommands: 'fastcapa capture' (the default), 'fastcapa dump' "
+        "(Kafka back to a pcap file; see fastcapa dump --help) and 'fastcapa index' "
+        "(the index that lets dump read only what a query can match).",
         formatter_class=options.HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"fastcapa {__version__}")
@@ -384,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["dump"]:
             return run_dump(argv[1:])
+        if argv[:1] == ["index"]:
+            from fastcapa import index
+
+            return index.run(argv[1:])
         if argv[:1] == ["capture"]:
             argv = argv[1:]
         return run_capture(argv)

@@ -12,8 +12,10 @@
 //! - `slice.rs`: building a slice record by record, its binary form.
 //! - `plan.rs`: a `--filter` as a predicate over terms; which records of a
 //!   slice it may match (a superset: the BPF filter still runs on each).
+//! - `indexer.rs`: the consumer-group member that builds and writes slices.
 
 pub mod extract;
+pub mod indexer;
 pub mod plan;
 pub mod slice;
 pub mod term;

@@ -6,6 +6,7 @@
 mod dpdk;
 mod dump;
 pub mod errors;
+mod index;
 mod live;
 mod readout;
 mod replay;
@@ -25,6 +26,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<live::RxWorker>()?;
     m.add_class::<transmit::TxWorker>()?;
     m.add_class::<dump::Dump>()?;
+    m.add_class::<index::Indexer>()?;
     // Whether this build has the DPDK backend (the `dpdk` feature).
     m.add("DPDK", cfg!(feature = "dpdk"))?;
     #[cfg(feature = "dpdk")]
@@ -40,6 +42,14 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add(
         "DUMP_COUNTERS",
         crate::counters::DumpCounters::NAMES.to_vec(),
+    )?;
+    m.add(
+        "INDEX_COUNTERS",
+        crate::counters::IndexCounters::NAMES.to_vec(),
+    )?;
+    m.add(
+        "INDEX_SLICE_RECORDS",
+        crate::index::slice::DEFAULT_SLICE_RECORDS,
     )?;
     m.add("DUMP_REORDER_BOUND_US", crate::dump::REORDER_BOUND_US)?;
     Ok(())

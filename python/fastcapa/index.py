@@ -1,0 +1,418 @@
+"""`fastcapa index`: builds the index of a capture topic into a side topic,
+as one member of a Kafka consumer group.
+
+The member runs in the native extension (src/index/): it reads its share of
+the topic's partitions, builds slices (consecutive offsets, their capture-time
+range, which records hold which address, port, protocol, EtherType and VLAN)
+and commits a partition's offsets only once the index topic has acknowledged
+every slice up to them. This module holds the rest: the command line, the
+index topic's creation, the statistics (table, JSON lines, Prometheus) and
+the signals. `fastcapa dump` reads the index (docs/dump.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING
+
+from fastcapa import options
+from fastcapa.config import check_topic, explain_connection_failure, kafka_settings
+from fastcapa.errors import ConfigError, FastcapaError, KafkaError
+from fastcapa.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+
+if TYPE_CHECKING:
+    from fastcapa import _fastcapa
+
+# How long one native call works before Python looks at signals and reports.
+STEP_SECONDS = 0.2
+# A slice is closed this long after its first record at most, so a quiet
+# topic is queryable seconds after capture.
+SLICE_SECONDS = 1.0
+INDEX_SUFFIX = ".index"
+
+
+def index_topic_of(topic: str) -> str:
+    """The default index topic of a capture topic."""
+    return topic + INDEX_SUFFIX
+
+
+def group_of(topic: str) -> str:
+    """The default consumer group of a topic's indexers."""
+    return f"fastcapa-index.{topic}"
+
+
+def parser() -> argparse.ArgumentParser:
+    from fastcapa import _fastcapa
+
+    p = options.Parser(
+        prog="fastcapa index",
+        description="Build the index of a capture topic into a side topic, as one member of a "
+        "Kafka consumer group: start more members (on more machines) and Kafka spreads the "
+        "partitions over them. fastcapa dump then reads only the records a query can match.",
+        formatter_class=options.HelpFormatter,
+    )
+    kafka = options.kafka_options(p)
+    kafka.add_argument(
+        "--index-topic",
+        metavar="TOPIC",
+        help="where the index goes (default: TOPIC.index, created like TOPIC when missing)",
+    )
+    kafka.add_argument(
+        "--group",
+        metavar="GROUP",
+        help="consumer group of the topic's indexers (default: fastcapa-index.TOPIC)",
+    )
+    kafka.add_argument(
+        "--timeout",
+        type=options.positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for Kafka's answers",
+    )
+    work = p.add_argument_group("indexing")
+    work.add_argument(
+        "--linktype",
+        type=options.integer,
+        default=1,
+        metavar="N",
+        help="link-layer header type of the frames (1: Ethernet); records of a type not"
+        " parsed are indexed under no term and read by every query",
+    )
+    work.add_argument(
+        "--slice-records",
+        type=options.integer,
+        # The size that keeps an IMIX topic's index within 2 % of it
+        # (docs/dump.md, "The index").
+        default=_fastcapa.INDEX_SLICE_RECORDS,
+        metavar="N",
+        help="records per slice at most",
+    )
+    work.add_argument(
+        "--slice-seconds",
+        type=options.positive_seconds,
+        default=SLICE_SECONDS,
+        metavar="SECONDS",
+        help="a slice is written at most this long after its first record was read",
+    )
+    work.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="stop once everything the topic held at start is indexed (rebuilds, tests)",
+    )
+    work.add_argument(
+        "--drain-timeout",
+        type=options.positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a stop may wait for Kafka to acknowledge the last slices",
+    )
+    output = p.add_argument_group("output")
+    output.add_argument(
+        "--stats-interval",
+        type=options.positive_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="period of the statistics table on stderr",
+    )
+    output.add_argument(
+        "--stats-json", metavar="FILE", help="also append each report as one JSON line"
+    )
+    output.add_argument(
+        "--metrics-port",
+        type=options.integer,
+        metavar="PORT",
+        help="serve Prometheus metrics on that port",
+    )
+    return p
+
+
+def ensure_index_topic(
+    settings: dict[str, str], topic: str, index_topic: str, timeout: float
+) -> bool:
+    """Creates the index topic when missing: as many partitions as the
+    capture topic, its replication, its retention. True if it was created.
+    Raises ConfigError (no capture topic) or KafkaError."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AdminClient,
+        ConfigResource,
+        NewTopic,
+    )
+
+    admin = AdminClient({**settings, "log_level": "0"})
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as e:
+        raise KafkaError(
+            f"cannot reach Kafka at {settings['bootstrap.servers']} within {timeout:g} s: "
+            f"{e.args[0].str() if e.args else e}"
+        ) from None
+    described = metadata.topics.get(topic)
+    if described is None or described.error is not None or not described.partitions:
+        raise ConfigError(f"topic {topic!r} does not exist")
+    if index_topic in metadata.topics:
+        return False
+    partitions = described.partitions
+    replicas = max(len(p.replicas) for p in partitions.values()) or 1
+    config = {"cleanup.policy": "delete"}
+    try:
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        described_config = admin.describe_configs([resource])[resource].result(timeout)
+        for name in ("retention.ms", "retention.bytes"):
+            entry = described_config.get(name)
+            if entry is not None and entry.value is not None:
+                if name == "retention.bytes" and entry.value != "-1":
+                    # The index is a small fraction of the topic: the same
+                    # byte budget would outlive it. Time is what they share.
+                    continue
+                config[name] = entry.value
+    except KafkaException:
+        pass  # not allowed to describe: the broker's defaults then
+    future = admin.create_topics(
+        [
+            NewTopic(
+                index_topic,
+                num_partitions=len(partitions),
+                replication_factor=replicas,
+                config=config,
+            )
+        ],
+        request_timeout=timeout,
+    )[index_topic]
+    created = True
+    try:
+        future.result(timeout)
+    except KafkaException as e:
+        error = e.args[0] if e.args else None
+        if error is None or error.name() != "TOPIC_ALREADY_EXISTS":
+            reason = error.str() if error is not None else str(e)
+            raise KafkaError(f"cannot create the index topic {index_topic}: {reason}") from None
+        created = False  # another member made it first
+    # The brokers learn of a new topic a moment after the controller says
+    # it exists: wait until every partition has a leader.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(KafkaException):
+            described = admin.list_topics(index_topic, timeout=timeout).topics.get(index_topic)
+            if (
+                described is not None
+                and described.error is None
+                and len(described.partitions) == len(partitions)
+                and all(p.leader >= 0 for p in described.partitions.values())
+            ):
+                return created
+        time.sleep(0.1)
+    raise KafkaError(f"the index topic {index_topic} has no leader after {timeout:g} s")
+
+
+def run(argv: list[str]) -> int:
+    from fastcapa import _fastcapa
+
+    args = parser().parse_args(argv)
+    try:
+        check_topic(args.topic)
+        index_topic = check_topic(args.index_topic or index_topic_of(args.topic))
+        if index_topic == args.topic:
+            raise ConfigError("--index-topic must not be the capture topic itself")
+        if not 0 <= args.linktype <= 0xFFFF:
+            raise ConfigError(f"--linktype must be a link-layer type number, got {args.linktype}")
+        if not 1 <= args.slice_records <= 1 << 20:
+            raise ConfigError(f"--slice-records must be 1 to {1 << 20}, got {args.slice_records}")
+        settings = kafka_settings(args.config, args.overrides, args.kafka_broker)
+        group = args.group or group_of(args.topic)
+        reporter = IndexReporter(sys.stderr, args.stats_json)
+    except FastcapaError as e:
+        return fail(EXIT_USAGE, e)
+    try:
+        try:
+            created = ensure_index_topic(settings, args.topic, index_topic, args.timeout)
+            indexer = _fastcapa.Indexer(
+                args.topic,
+                index_topic,
+                group,
+                list(settings.items()),
+                linktype=args.linktype,
+                slice_records=args.slice_records,
+                slice_seconds=args.slice_seconds,
+                timeout=args.timeout,
+                until_caught_up=args.until_caught_up,
+            )
+        except FastcapaError as e:
+            if isinstance(e, KafkaError):
+                e = KafkaError(explain_connection_failure(str(e), settings))
+            return fail(EXIT_USAGE, e)
+        try:
+            if args.metrics_port is not None:
+                serve_metrics(args.metrics_port, indexer)
+        except FastcapaError as e:
+            indexer.close()
+            return fail(EXIT_USAGE, e)
+        print(
+            f"fastcapa index: indexing topic {args.topic} into {index_topic}"
+            f"{' (created)' if created else ''} as a member of group {group}"
+            f" at {settings['bootstrap.servers']}",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            return _drive(indexer, args, reporter)
+        finally:
+            indexer.close()
+    finally:
+        reporter.close()
+
+
+def _drive(indexer: _fastcapa.Indexer, args: argparse.Namespace, reporter: IndexReporter) -> int:
+    stops = _Stops()
+    status = EXIT_OK
+    next_report = time.monotonic() + args.stats_interval
+    try:
+        while not stops.count:
+            try:
+                if indexer.run(STEP_SECONDS):
+                    break
+            except FastcapaError as e:
+                status = fail(EXIT_FAILED, e)
+                break
+            if time.monotonic() >= next_report:
+                next_report += args.stats_interval
+                indexer.measure_lag()
+                reporter.report(indexer.counters())
+        try:
+            if stops.count < 2:
+                indexer.finish(args.drain_timeout)
+        except FastcapaError as e:
+            status = fail(EXIT_FAILED, e) if status == EXIT_OK else status
+        indexer.measure_lag()
+        reporter.report(indexer.counters(), final=True)
+    finally:
+        stops.restore()
+    return status
+
+
+class _Stops:
+    """Counts SIGINT/SIGTERM; the loop finishes at the first, and a second
+    one during the finish skips waiting for the last acknowledgements."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.previous = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.count += 1
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+class IndexReporter:
+    """The indexer's table on stderr and, when asked, JSON lines."""
+
+    HEADER = (
+        "        ------ read ------  ----- indexed -----  ---- index ----  ---- lag ----"
+        "\n        records    per s    records     slices    bytes  of read  records  time"
+    )
+
+    def __init__(self, stream: IO[str], json_path: str | None) -> None:
+        self.stream = stream
+        try:
+            self.json_file = open(json_path, "a", encoding="utf-8") if json_path else None  # noqa: SIM115
+        except OSError as e:
+            raise ConfigError(f"cannot write --stats-json {json_path}: {e.strerror}") from None
+        self.previous: tuple[float, int] = (time.monotonic(), 0)
+        self.reports = 0
+
+    def report(self, counts: dict[str, int], final: bool = False) -> None:
+        now = time.monotonic()
+        then, read_before = self.previous
+        rate = (counts["read"] - read_before) / (now - then) if now > then else 0.0
+        self.previous = (now, counts["read"])
+        share = counts["index_bytes"] / counts["read_bytes"] if counts["read_bytes"] else 0.0
+        if self.reports % 10 == 0 or final:
+            self.stream.write(self.HEADER + "\n")
+        self.reports += 1
+        self.stream.write(
+            f"[idx]  {counts['read']:>9} {_human(rate):>8}  {counts['indexed']:>9}"
+            f" {counts['slices']:>10}  {_human(counts['index_bytes']):>7} {share:>7.2%}"
+            f"  {counts['lag_records']:>7} {counts['lag_us'] / 1e6:>5.1f}s\n"
+        )
+        self.stream.flush()
+        if self.json_file:
+            line = {
+                "time": round(time.time(), 3),
+                "final": final,
+                **counts,
+                "read_per_s": round(rate, 1),
+            }
+            self.json_file.write(json.dumps(line) + "\n")
+            self.json_file.flush()
+
+    def close(self) -> None:
+        if self.json_file:
+            self.json_file.close()
+
+
+def serve_metrics(port: int, indexer: _fastcapa.Indexer) -> None:
+    """Serves the indexer's figures on /metrics at `port`."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+    class Collector:
+        def collect(self) -> Iterator[Metric]:
+            counts = indexer.counters()
+            records = CounterMetricFamily(
+                "fastcapa_index_records",
+                "Records of the capture topic: read, indexed (acknowledged), unparsed",
+                labels=["kind"],
+            )
+            for kind in ("read", "indexed", "unparsed"):
+                records.add_metric([kind], counts[kind])
+            yield records
+            yield CounterMetricFamily(
+                "fastcapa_index_slices",
+                "Slices the index topic acknowledged",
+                value=counts["slices"],
+            )
+            yield CounterMetricFamily(
+                "fastcapa_index_bytes",
+                "Bytes of slices acknowledged (before compression)",
+                value=counts["index_bytes"],
+            )
+            yield GaugeMetricFamily(
+                "fastcapa_index_lag_records",
+                "Records of the member's partitions not indexed yet",
+                value=counts["lag_records"],
+            )
+            yield GaugeMetricFamily(
+                "fastcapa_index_lag_seconds",
+                "Capture time between the newest record and the newest indexed",
+                value=counts["lag_us"] / 1e6,
+            )
+            yield GaugeMetricFamily(
+                "fastcapa_index_partitions",
+                "Partitions of the capture topic assigned to this member",
+                value=counts["partitions"],
+            )
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector())
+    try:
+        start_http_server(port, registry=registry)
+    except OSError as e:
+        raise ConfigError(f"--metrics-port {port}: {e.strerror or e}") from None

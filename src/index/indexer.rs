@@ -1,0 +1,904 @@
+//! The index builder: one consumer-group member reading a capture topic and
+//! writing its slices to the index topic.
+//!
+//! Scale-out and fail-over are Kafka's: every indexer of a topic joins one
+//! consumer group, the group spreads the partitions over its members and
+//! moves them when one leaves or dies. Nothing here coordinates members.
+//!
+//! Crash safety comes from one rule: a partition's offset is committed only
+//! once every slice up to it has been acknowledged by the index topic. A
+//! member killed at any moment leaves, at worst, slices written whose
+//! offsets were not committed; whoever takes the partition over reads them
+//! again and writes them again, and readers treat repeated and overlapping
+//! slices as one (they merge the offset ranges covered).
+//!
+//! A slice is closed when it holds `slice_records` records or its first
+//! record was read `slice_age` ago, so a quiet topic is queryable seconds
+//! after capture and a busy one gets full slices. Python drives the member
+//! with [`Indexer::step`] for a bounded time per call (Ctrl-C stays
+//! responsive) and [`Indexer::finish`] at a stop.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{c_void, CStr, CString};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::bindings as rd;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+
+use super::slice::SliceBuilder;
+use crate::counters::IndexSnapshot;
+use crate::kafka::codec::decode_key;
+use crate::kafka::config::{bootstrap, client_config, create};
+use crate::kafka::{ClientError, LastError};
+
+/// What the operator asked for.
+#[derive(Debug, Clone)]
+pub struct IndexerConfig {
+    pub topic: String,
+    pub index_topic: String,
+    pub group: String,
+    /// librdkafka settings (from -c, -X, -k), for both clients.
+    pub settings: Vec<(String, String)>,
+    /// How the values are parsed (1: Ethernet).
+    pub linktype: u32,
+    pub slice_records: u32,
+    pub slice_age: Duration,
+    /// How long to wait for Kafka's answers.
+    pub timeout: Duration,
+    /// Stop once every partition is indexed up to its end seen at start.
+    pub until_caught_up: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("topic {0:?} does not exist")]
+    NoTopic(String),
+    /// Kafka failed while indexing.
+    #[error("{0}")]
+    Kafka(String),
+}
+
+/// Keeps librdkafka's last error (not the "all brokers down" summary that
+/// follows the one saying why) and the partitions a rebalance took away;
+/// sends the records of the partitions it assigns to the indexer's own
+/// queue.
+#[derive(Default)]
+pub struct GroupContext {
+    last_error: LastError,
+    revoked: Mutex<Vec<i32>>,
+    /// The indexer's record queue (null until made, and for the lag probe).
+    records: AtomicPtr<rd::rd_kafka_queue_t>,
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.last_error.record(&error, reason);
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                lock(&self.revoked).extend(list.elements().iter().map(|e| e.partition()));
+            }
+            Rebalance::Assign(list) => {
+                let records = self.records.load(Ordering::Acquire);
+                if records.is_null() {
+                    return;
+                }
+                // Right after the assignment, before the first fetch lands:
+                // the partition's records bypass the consumer queue (where
+                // librdkafka hands them over one event per record) for the
+                // indexer's queue, served a batch per call.
+                for element in list.elements() {
+                    let Ok(topic) = CString::new(element.topic()) else {
+                        continue;
+                    };
+                    let client = consumer.client().native_ptr();
+                    // SAFETY: a live client and a NUL-terminated topic; the
+                    // partition's queue handle is released at once, the
+                    // forwarding stays with the partition.
+                    unsafe {
+                        let queue = rd::rd_kafka_queue_get_partition(
+                            client,
+                            topic.as_ptr(),
+                            element.partition(),
+                        );
+                        if !queue.is_null() {
+                            rd::rd_kafka_queue_forward(queue, records);
+                            rd::rd_kafka_queue_destroy(queue);
+                        }
+                    }
+                }
+            }
+            Rebalance::Error(_) => {}
+        }
+    }
+}
+
+/// One slice's acknowledgement, as the producer reports it.
+#[derive(Debug)]
+struct Ack {
+    partition: i32,
+    end_offset: i64,
+    records: u32,
+    bytes: usize,
+    error: Option<String>,
+}
+
+/// Collects the index producer's delivery reports for the indexer's thread.
+#[derive(Default)]
+pub struct AckContext {
+    acks: Mutex<Vec<Ack>>,
+    last_error: LastError,
+}
+
+/// What travels with a slice to its delivery report.
+pub struct SliceTag {
+    partition: i32,
+    end_offset: i64,
+    records: u32,
+}
+
+impl ClientContext for AckContext {
+    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.last_error.record(&error, reason);
+    }
+}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Box<SliceTag>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, tag: Box<SliceTag>) {
+        let (bytes, error) = match result {
+            Ok(m) => (m.payload_len(), None),
+            Err((e, m)) => (m.payload_len(), Some(e.to_string())),
+        };
+        if let Ok(mut acks) = self.acks.lock() {
+            acks.push(Ack {
+                partition: tag.partition,
+                end_offset: tag.end_offset,
+                records: tag.records,
+                bytes,
+                error,
+            });
+        }
+    }
+}
+
+/// A slice handed to the producer, waiting for its acknowledgement.
+struct Pending {
+    end_offset: i64,
+    acked: bool,
+}
+
+/// Where one partition of the capture topic stands in this member.
+#[derive(Default)]
+struct Part {
+    building: Option<(SliceBuilder, Instant)>,
+    /// Slices produced, in offset order, until acknowledged in order.
+    pending: VecDeque<Pending>,
+    /// Highest capture time indexed (acknowledged or not), µs.
+    newest_key: Option<u64>,
+    /// End offset of the last committed slice.
+    committed: Option<i64>,
+    /// The offset after the last record read (while assigned).
+    read_to: Option<i64>,
+}
+
+/// One member of the group, from joining to its last commit.
+pub struct Indexer {
+    consumer: BaseConsumer<GroupContext>,
+    /// Where the assigned partitions' records arrive (see GroupContext).
+    records: *mut rd::rd_kafka_queue_t,
+    /// Reads the newest record of lagging partitions (`measure_lag`).
+    probe: Option<BaseConsumer<GroupContext>>,
+    work: Work,
+    /// Each partition's end when the member started (`--until-caught-up`).
+    targets: Vec<(i32, i64)>,
+    bootstrap: String,
+    last_caught_up_check: Instant,
+    done: bool,
+}
+
+/// The slices being built and written: everything but the consumer, so a
+/// record borrowed from the consumer can be handed to it.
+struct Work {
+    cfg: IndexerConfig,
+    producer: BaseProducer<AckContext>,
+    /// Index topic partitions: a slice of partition p goes to p % this.
+    index_partitions: i32,
+    parts: HashMap<i32, Part>,
+    counts: IndexSnapshot,
+    encoded: Vec<u8>,
+}
+
+/// Most records one serving of the record queue hands over.
+const READ_BATCH: &str = "4096";
+
+impl Indexer {
+    /// Connects both clients, finds both topics, joins the group.
+    pub fn open(cfg: IndexerConfig) -> Result<Indexer, IndexError> {
+        let read_batch = READ_BATCH.to_string();
+        let consumer_config = client_config(
+            &cfg.settings,
+            &[
+                ("group.id", cfg.group.as_str()),
+                // Offsets are committed by hand, once the slices covering
+                // them are acknowledged.
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("enable.partition.eof", "true"),
+                ("consume.callback.max.messages", read_batch.as_str()),
+            ],
+            // Bigger fetches than librdkafka's defaults: the indexer reads
+            // whole partitions from end to end, like a dump with no window.
+            // Every partition's records share one queue, whose length each
+            // partition's fetcher takes for its own: a queue "full" at
+            // queued.min.messages makes it wait fetch.queue.backoff.ms (a
+            // second by default) before fetching again.
+            &[
+                ("fetch.max.bytes", "52428800"),
+                ("max.partition.fetch.bytes", "4194304"),
+                ("queued.max.messages.kbytes", "131072"),
+                ("queued.min.messages", "200000"),
+                ("fetch.queue.backoff.ms", "10"),
+            ],
+        );
+        let consumer: BaseConsumer<GroupContext> =
+            create(&consumer_config, GroupContext::default(), "consumer")?;
+        let bootstrap = bootstrap(&consumer_config);
+        let producer_config = client_config(
+            &cfg.settings,
+            // Acknowledged means on the brokers the topic's settings ask
+            // for, in order, once: the commit rule rests on it.
+            &[("enable.idempotence", "true"), ("acks", "all")],
+            // The index is read back whole by every query: compress it.
+            &[("compression.type", "zstd"), ("linger.ms", "50")],
+        );
+        let producer: BaseProducer<AckContext> =
+            create(&producer_config, AckContext::default(), "producer")?;
+        let metadata = consumer
+            .fetch_metadata(Some(&cfg.topic), cfg.timeout)
+            .map_err(|e| {
+                let kept = consumer.context().last_error.take();
+                ClientError::unreachable(&bootstrap, cfg.timeout, kept, &e)
+            })?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == cfg.topic && t.error().is_none())
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        if partitions.is_empty() {
+            return Err(IndexError::NoTopic(cfg.topic.clone()));
+        }
+        let index_partitions = producer
+            .client()
+            .fetch_metadata(Some(&cfg.index_topic), cfg.timeout)
+            .ok()
+            .and_then(|m| {
+                m.topics()
+                    .iter()
+                    .find(|t| t.name() == cfg.index_topic && t.error().is_none())
+                    .map(|t| t.partitions().len() as i32)
+            })
+            .filter(|&n| n > 0)
+            .ok_or_else(|| IndexError::NoTopic(cfg.index_topic.clone()))?;
+        let mut targets = Vec::with_capacity(partitions.len());
+        for &p in &partitions {
+            let (_, high) = consumer
+                .fetch_watermarks(&cfg.topic, p, cfg.timeout)
+                .map_err(|e| {
+                    IndexError::Kafka(format!(
+                        "cannot read the offsets of {} partition {p}: {e}",
+                        cfg.topic
+                    ))
+                })?;
+            targets.push((p, high));
+        }
+        // SAFETY: a queue of this client, destroyed in Drop before it.
+        let records = unsafe { rd::rd_kafka_queue_new(consumer.client().native_ptr()) };
+        if records.is_null() {
+            return Err(IndexError::Kafka(
+                "cannot make the indexer's record queue".to_string(),
+            ));
+        }
+        consumer.context().records.store(records, Ordering::Release);
+        consumer
+            .subscribe(&[&cfg.topic])
+            .map_err(|e| IndexError::Kafka(format!("cannot join group {}: {e}", cfg.group)))?;
+        Ok(Indexer {
+            consumer,
+            records,
+            probe: None,
+            work: Work {
+                cfg,
+                producer,
+                index_partitions,
+                parts: HashMap::new(),
+                counts: IndexSnapshot::default(),
+                encoded: Vec::new(),
+            },
+            targets,
+            bootstrap,
+            last_caught_up_check: Instant::now(),
+            done: false,
+        })
+    }
+
+    /// Works for up to `budget`; true once the member is done
+    /// (`--until-caught-up` only: otherwise it runs until stopped).
+    pub fn step(&mut self, budget: Duration) -> Result<bool, IndexError> {
+        let deadline = Instant::now() + budget;
+        loop {
+            // The consumer queue: rebalances, errors, and records fetched
+            // before their partition's records were sent to our queue.
+            while let Some(event) = self.consumer.poll(Duration::ZERO) {
+                match event {
+                    Ok(message) => self.work.take(
+                        message.partition(),
+                        message.offset(),
+                        message.key(),
+                        message.payload(),
+                    ),
+                    Err(KafkaError::PartitionEOF(partition)) => self.work.at_end(partition),
+                    Err(e) if is_fatal(&e) => return Err(self.read_error(&e.to_string())),
+                    // Transient (a broker that went away and comes back):
+                    // librdkafka retries by itself.
+                    Err(_) => {}
+                }
+            }
+            self.forget_revoked();
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100));
+            self.serve_records(wait)?;
+            self.work.close_aged();
+            self.settle()?;
+            if self.work.cfg.until_caught_up && self.caught_up() {
+                self.done = true;
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Hands one batch of our queue's records to the slices (waiting up to
+    /// `wait` for the first); how many it handed.
+    fn serve_records(&mut self, wait: Duration) -> Result<usize, IndexError> {
+        struct Visit<'w> {
+            work: &'w mut Work,
+            error: Option<String>,
+        }
+        unsafe extern "C" fn visit(message: *mut rd::rd_kafka_message_t, opaque: *mut c_void) {
+            // SAFETY: `opaque` is the `Visit` below, alive and not otherwise
+            // borrowed during the call; librdkafka lends `message` for the
+            // duration of this callback only.
+            let (visit, m) = unsafe { (&mut *(opaque as *mut Visit<'_>), &*message) };
+            use rd::rd_kafka_resp_err_t::*;
+            match m.err {
+                RD_KAFKA_RESP_ERR_NO_ERROR => {
+                    // SAFETY: librdkafka keeps `key_len` bytes at `key` and
+                    // `len` at `payload` while the message lives.
+                    let key = (!m.key.is_null()).then(|| unsafe {
+                        std::slice::from_raw_parts(m.key as *const u8, m.key_len)
+                    });
+                    // SAFETY: as for the key.
+                    let value = (!m.payload.is_null()).then(|| unsafe {
+                        std::slice::from_raw_parts(m.payload as *const u8, m.len)
+                    });
+                    visit.work.take(m.partition, m.offset, key, value);
+                }
+                RD_KAFKA_RESP_ERR__PARTITION_EOF => visit.work.at_end(m.partition),
+                err => {
+                    let fatal = matches!(
+                        err,
+                        RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
+                            | RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED
+                            | RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART
+                            | RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
+                            | RD_KAFKA_RESP_ERR__FATAL
+                    );
+                    if fatal && visit.error.is_none() {
+                        // SAFETY: librdkafka's description of an error message.
+                        let text = unsafe { CStr::from_ptr(rd::rd_kafka_message_errstr(m)) };
+                        visit.error = Some(text.to_string_lossy().into_owned());
+                    }
+                }
+            }
+        }
+        let mut state = Visit {
+            work: &mut self.work,
+            error: None,
+        };
+        let millis = wait.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: our queue lives as long as self; `visit` matches the type
+        // behind the opaque pointer, which outlives the call.
+        let served = unsafe {
+            rd::rd_kafka_consume_callback_queue(
+                self.records,
+                millis,
+                Some(visit),
+                &mut state as *mut Visit<'_> as *mut c_void,
+            )
+        };
+        if let Some(error) = state.error {
+            return Err(self.read_error(&error));
+        }
+        Ok(served.max(0) as usize)
+    }
+
+    fn read_error(&self, reason: &str) -> IndexError {
+        let kept = self.consumer.context().last_error.take();
+        IndexError::Kafka(format!(
+            "reading {}: {}",
+            self.work.cfg.topic,
+            kept.as_deref().unwrap_or(reason)
+        ))
+    }
+
+    /// Serves the producer's reports and commits what they allow.
+    fn settle(&mut self) -> Result<(), IndexError> {
+        let commit = self.work.settle()?;
+        if commit.count() > 0 {
+            // A commit refused because the partition moved to another member
+            // is harmless: the new owner re-reads from the older commit.
+            if self.consumer.commit(&commit, CommitMode::Async).is_ok() {
+                self.work.counts.commits += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops what was being built for partitions the group took away.
+    fn forget_revoked(&mut self) {
+        let revoked = std::mem::take(&mut *lock(&self.consumer.context().revoked));
+        for p in revoked {
+            if let Some(part) = self.work.parts.get_mut(&p) {
+                part.building = None;
+                part.read_to = None;
+            }
+        }
+    }
+
+    /// True once every partition is indexed, by this member or another of
+    /// the group, up to its end seen at start (asked of the group once a
+    /// second).
+    fn caught_up(&mut self) -> bool {
+        let topic = &self.work.cfg.topic;
+        let ours = self.targets.iter().all(|(p, target)| {
+            self.work
+                .parts
+                .get(p)
+                .and_then(|part| part.committed)
+                .is_some_and(|c| c >= *target)
+        });
+        if ours {
+            return true;
+        }
+        if self.last_caught_up_check.elapsed() < Duration::from_secs(1) {
+            return false;
+        }
+        self.last_caught_up_check = Instant::now();
+        let mut wanted = TopicPartitionList::new();
+        for (p, _) in &self.targets {
+            wanted.add_partition(topic, *p);
+        }
+        let timeout = self.work.cfg.timeout;
+        let Ok(committed) = self.consumer.committed_offsets(wanted, timeout) else {
+            return false;
+        };
+        self.targets.iter().all(|&(p, target)| {
+            let low = self
+                .consumer
+                .fetch_watermarks(topic, p, timeout)
+                .map_or(0, |(low, _)| low);
+            let done = committed
+                .find_partition(topic, p)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .unwrap_or(low);
+            done.max(low) >= target
+        })
+    }
+
+    /// At a stop: closes every slice, waits (up to `timeout`) for their
+    /// acknowledgements, commits what they cover, leaves the group.
+    pub fn finish(&mut self, timeout: Duration) -> Result<(), IndexError> {
+        let partitions: Vec<i32> = self.work.parts.keys().copied().collect();
+        for p in partitions {
+            self.work.close(p);
+        }
+        let deadline = Instant::now() + timeout;
+        while self.work.counts.pending > 0 && Instant::now() < deadline {
+            self.work.producer.poll(Duration::from_millis(50));
+            let commit = self.work.settle()?;
+            if commit.count() > 0 && self.consumer.commit(&commit, CommitMode::Sync).is_ok() {
+                self.work.counts.commits += 1;
+            }
+        }
+        self.consumer.unsubscribe();
+        if self.work.counts.pending > 0 {
+            return Err(IndexError::Kafka(format!(
+                "{} slice(s) not acknowledged by {} within {} s: their records will be indexed again",
+                self.work.counts.pending,
+                self.work.cfg.index_topic,
+                timeout.as_secs_f64()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads how far behind the newest records of its partitions the member
+    /// is: records not read yet, and capture time between the newest record
+    /// and the newest indexed (reading each lagging partition's last record).
+    pub fn measure_lag(&mut self) {
+        let topic = self.work.cfg.topic.clone();
+        let timeout = self.work.cfg.timeout.min(Duration::from_secs(2));
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        // Where the member stands in each partition: what it read, or, for
+        // a partition it has read nothing of yet, where the group stands.
+        let mut unread = TopicPartitionList::new();
+        for element in assignment.elements() {
+            let p = element.partition();
+            if self
+                .work
+                .parts
+                .get(&p)
+                .and_then(|part| part.read_to)
+                .is_none()
+            {
+                unread.add_partition(&topic, p);
+            }
+        }
+        let committed = if unread.count() > 0 {
+            self.consumer.committed_offsets(unread, timeout).ok()
+        } else {
+            None
+        };
+        let mut records = 0u64;
+        let mut lagging = Vec::new();
+        // The broker's answer, not librdkafka's cache (a partition just
+        // taken over has none cached yet, and the cache trails a fetch),
+        // asked by the probe: on the consumer's connection the question
+        // would wait behind a fetch waiting for new records.
+        let Some(probe) = self.probe() else {
+            return;
+        };
+        let mut ends = Vec::new();
+        for element in assignment.elements() {
+            let p = element.partition();
+            if let Ok(marks) = probe.fetch_watermarks(&topic, p, timeout) {
+                ends.push((p, marks));
+            }
+        }
+        for (p, (low, high)) in ends {
+            let position =
+                self.work
+                    .parts
+                    .get(&p)
+                    .and_then(|part| part.read_to)
+                    .or_else(|| {
+                        committed.as_ref()?.find_partition(&topic, p).and_then(|e| {
+                            match e.offset() {
+                                Offset::Offset(o) => Some(o),
+                                _ => None,
+                            }
+                        })
+                    })
+                    .unwrap_or(low);
+            let behind = (high - position.max(low)).max(0) as u64;
+            records += behind;
+            if behind > 0 {
+                lagging.push((p, high - 1));
+            }
+        }
+        let mut lag_us = 0u64;
+        for (p, newest) in self.newest_keys(&lagging) {
+            // A partition with nothing indexed yet has no capture time to
+            // be behind from; its records say how far behind it is.
+            if let Some(indexed) = self.work.parts.get(&p).and_then(|part| part.newest_key) {
+                lag_us = lag_us.max(newest.saturating_sub(indexed));
+            }
+        }
+        let counts = &mut self.work.counts;
+        counts.partitions = assignment.count() as u64;
+        counts.lag_records = records;
+        counts.lag_us = lag_us;
+    }
+
+    /// A client of the indexer's own outside the group (made at the first
+    /// need), for the questions the lag needs answered.
+    fn probe(&mut self) -> Option<&BaseConsumer<GroupContext>> {
+        if self.probe.is_none() {
+            let cfg = &self.work.cfg;
+            // librdkafka's assign needs a group id; this one never commits.
+            let group = format!("{}.lag", cfg.group);
+            let config = client_config(
+                &cfg.settings,
+                &[
+                    ("group.id", group.as_str()),
+                    ("enable.auto.commit", "false"),
+                ],
+                &[("max.partition.fetch.bytes", "65536")],
+            );
+            self.probe = create(&config, GroupContext::default(), "consumer").ok();
+        }
+        self.probe.as_ref()
+    }
+
+    /// The keys of the given records (partition, offset), read by the probe.
+    fn newest_keys(&mut self, wanted: &[(i32, i64)]) -> HashMap<i32, u64> {
+        let mut keys = HashMap::new();
+        if wanted.is_empty() {
+            return keys;
+        }
+        let topic = self.work.cfg.topic.clone();
+        let Some(probe) = self.probe() else {
+            return keys;
+        };
+        let mut list = TopicPartitionList::new();
+        for &(p, offset) in wanted {
+            if list
+                .add_partition_offset(&topic, p, Offset::Offset(offset))
+                .is_err()
+            {
+                return keys;
+            }
+        }
+        if probe.assign(&list).is_err() {
+            return keys;
+        }
+        let mut answered = std::collections::HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while answered.len() < wanted.len() && Instant::now() < deadline {
+            if let Some(Ok(m)) = probe.poll(Duration::from_millis(100)) {
+                answered.insert(m.partition());
+                if let Some(ts) = decode_key(m.key()) {
+                    keys.entry(m.partition())
+                        .and_modify(|k: &mut u64| *k = (*k).max(ts))
+                        .or_insert(ts);
+                }
+            }
+        }
+        let _ = probe.unassign();
+        keys
+    }
+
+    pub fn counters(&self) -> IndexSnapshot {
+        self.work.counts
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+impl Work {
+    /// Adds one record to its partition's slice.
+    fn take(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
+        self.counts.read += 1;
+        self.counts.read_bytes += value.map_or(0, |v| v.len() as u64);
+        let linktype = self.cfg.linktype;
+        let part = self.parts.entry(partition).or_default();
+        // A record that does not follow the slice being built (the group
+        // moved the partition back to an earlier committed offset) starts
+        // a new slice; the old one is still a true index of what it holds.
+        if part
+            .building
+            .as_ref()
+            .is_some_and(|(b, _)| offset < b.next_offset())
+        {
+            self.close(partition);
+        }
+        let part = self.parts.entry(partition).or_default();
+        let (builder, _) = part.building.get_or_insert_with(|| {
+            (
+                SliceBuilder::new(partition, offset, linktype),
+                Instant::now(),
+            )
+        });
+        builder.push(offset, key, value);
+        part.read_to = Some(offset + 1);
+        let full = builder.len() >= self.cfg.slice_records;
+        if let Some(ts) = decode_key(key) {
+            part.newest_key = Some(part.newest_key.map_or(ts, |n| n.max(ts)));
+        }
+        if full {
+            self.close(partition);
+        }
+    }
+
+    /// The partition's end is reached: with `--until-caught-up` its slice
+    /// is written now rather than when it ages.
+    fn at_end(&mut self, partition: i32) {
+        if self.cfg.until_caught_up {
+            self.close(partition);
+        }
+    }
+
+    /// Closes partition `partition`'s slice, if it has one, and writes it.
+    fn close(&mut self, partition: i32) {
+        if let Some((builder, _)) = self
+            .parts
+            .get_mut(&partition)
+            .and_then(|p| p.building.take())
+        {
+            self.emit(partition, builder);
+        }
+    }
+
+    fn close_aged(&mut self) {
+        let age = self.cfg.slice_age;
+        let aged: Vec<i32> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.building.as_ref().is_some_and(|(_, t)| t.elapsed() >= age))
+            .map(|(&p, _)| p)
+            .collect();
+        for p in aged {
+            self.close(p);
+        }
+    }
+
+    /// Encodes a slice and hands it to the producer.
+    fn emit(&mut self, partition: i32, builder: SliceBuilder) {
+        if builder.is_empty() {
+            return;
+        }
+        let slice = builder.finish();
+        self.counts.unparsed += slice.unparsed.len();
+        self.encoded.clear();
+        slice.encode(&mut self.encoded);
+        // The key names the capture topic too, so a dump pointed at the
+        // index of another topic ignores it rather than trust it.
+        let mut key = slice.record_key().to_vec();
+        key.extend_from_slice(self.cfg.topic.as_bytes());
+        let end_offset = slice.meta.end_offset;
+        let tag = Box::new(SliceTag {
+            partition,
+            end_offset,
+            records: slice.meta.records,
+        });
+        let mut record = BaseRecord::with_opaque_to(&self.cfg.index_topic, tag)
+            .partition(partition.rem_euclid(self.index_partitions))
+            .key(&key[..])
+            .payload(&self.encoded[..]);
+        // The index is small beside the topic, so a full producer queue
+        // means Kafka is away: wait for room rather than lose a slice.
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(100));
+                }
+                Err((e, _)) => {
+                    // A size or setting the broker will never take: settle()
+                    // reports it as the failure it is.
+                    lock(&self.producer.context().acks).push(Ack {
+                        partition,
+                        end_offset,
+                        records: 0,
+                        bytes: 0,
+                        error: Some(e.to_string()),
+                    });
+                    break;
+                }
+            }
+        }
+        self.counts.pending += 1;
+        self.parts
+            .entry(partition)
+            .or_default()
+            .pending
+            .push_back(Pending {
+                end_offset,
+                acked: false,
+            });
+    }
+
+    /// Serves the producer's reports; returns, for each partition whose
+    /// slices were acknowledged in order up to a point, the offset to commit.
+    fn settle(&mut self) -> Result<TopicPartitionList, IndexError> {
+        self.producer.poll(Duration::ZERO);
+        let acks = std::mem::take(&mut *lock(&self.producer.context().acks));
+        let mut commit = TopicPartitionList::new();
+        for ack in acks {
+            self.counts.pending = self.counts.pending.saturating_sub(1);
+            if let Some(error) = ack.error {
+                return Err(IndexError::Kafka(format!(
+                    "cannot write the index of {} partition {} to {}: {error}",
+                    self.cfg.topic, ack.partition, self.cfg.index_topic
+                )));
+            }
+            self.counts.slices += 1;
+            self.counts.indexed += u64::from(ack.records);
+            self.counts.index_bytes += ack.bytes as u64;
+            let part = self.parts.entry(ack.partition).or_default();
+            if let Some(p) = part
+                .pending
+                .iter_mut()
+                .find(|p| p.end_offset == ack.end_offset && !p.acked)
+            {
+                p.acked = true;
+            }
+            let mut upto = None;
+            while part.pending.front().is_some_and(|p| p.acked) {
+                upto = part.pending.pop_front().map(|p| p.end_offset);
+            }
+            if let Some(end) = upto {
+                part.committed = Some(end);
+                let (topic, offset) = (&self.cfg.topic, Offset::Offset(end));
+                if commit.find_partition(topic, ack.partition).is_some() {
+                    let _ = commit.set_partition_offset(topic, ack.partition, offset);
+                } else {
+                    let _ = commit.add_partition_offset(topic, ack.partition, offset);
+                }
+            }
+        }
+        Ok(commit)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Errors after which reading cannot go on: the topic or the group is gone
+/// or refused. Everything else librdkafka retries by itself.
+fn is_fatal(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            TopicAuthorizationFailed
+                | GroupAuthorizationFailed
+                | UnknownTopicOrPartition
+                | UnknownTopic
+                | Fatal
+        )
+    )
+}
+
+impl Drop for Indexer {
+    fn drop(&mut self) {
+        self.consumer
+            .context()
+            .records
+            .store(std::ptr::null_mut(), Ordering::Release);
+        // SAFETY: made in open, destroyed once, before the client.
+        unsafe { rd::rd_kafka_queue_destroy(self.records) };
+    }
+}
+
+// SAFETY: librdkafka's client and queue handles may be used from any
+// thread; the indexer is used by one thread at a time (behind a Mutex).
+unsafe impl Send for Indexer {}
