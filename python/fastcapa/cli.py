@@ -350,6 +350,23 @@ def dump_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for Kafka's answers",
     )
+    index = parser.add_argument_group("index (see fastcapa index)")
+    index.add_argument(
+        "--index-topic",
+        metavar="TOPIC",
+        help="the topic's index (default: TOPIC.index); what it does not cover is scanned",
+    )
+    index.add_argument(
+        "--no-index",
+        action="store_true",
+        help="scan the window even where an index exists (same output, more reading)",
+    )
+    index.add_argument(
+        "--explain",
+        action="store_true",
+        help="say on stderr, before reading, what will be read: per partition the slices"
+        " in the window, those selected, the records to read and what is scanned",
+    )
     return parser
 
 
@@ -366,8 +383,12 @@ def run_dump(argv: list[str]) -> int:
         settings = kafka_settings(args.config, args.overrides, args.kafka_broker)
     except FastcapaError as e:
         return fail(EXIT_USAGE, e)
+    from fastcapa.index import index_topic_of
+
     query = dump.Query(
         topic=args.topic,
+        index_topic=None if args.no_index else (args.index_topic or index_topic_of(args.topic)),
+        explain=args.explain,
         output=args.output,
         start=args.start,
         end=args.end,

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastcapa.config import explain_connection_failure
 from fastcapa.errors import ConfigError, FastcapaError, KafkaError
@@ -42,6 +42,8 @@ class Query:
     follow: bool
     timeout: float
     filter: str | None = None  # tcpdump syntax
+    index_topic: str | None = None  # None: scan (--no-index)
+    explain: bool = False
 
 
 # The closing line's words for each kind of record left out or changed.
@@ -83,6 +85,32 @@ def closing_line(
     return "; ".join(parts)
 
 
+def explain_lines(query: Query, plan: dict[str, Any]) -> list[str]:
+    """`--explain`: what the dump will read, per partition."""
+    if query.index_topic is None:
+        head = "no index asked for (--no-index): every partition is scanned"
+    elif not plan["index"]:
+        head = f"no index in {query.index_topic}: every partition is scanned"
+    else:
+        head = f"index {query.index_topic}; filter as planned: {plan['predicate']}"
+    lines = [f"fastcapa dump: plan for topic {query.topic}: {head}"]
+    for part in plan["partitions"]:
+        where = f"  partition {part['partition']} (offsets {part['low']}-{part['high']}):"
+        if part["slices"] is None:
+            lines.append(f"{where} scanned, no slice of the index covers it")
+            continue
+        text = (
+            f"{where} {part['slices']} slices, {part['in_window']} in the window,"
+            f" {part['selected']} selected, {part['indexed_reads']} records to read"
+        )
+        if part["gaps"]:
+            text += f"; {part['gaps']} records no slice covers (read whole)"
+        if part["tail_from"] is not None:
+            text += f"; offsets {part['tail_from']}-{part['high']} not indexed yet (scanned)"
+        lines.append(text)
+    return lines
+
+
 def run(settings: dict[str, str], query: Query) -> int:
     """Writes the frames the query asks for; returns the exit status."""
     from fastcapa import _fastcapa
@@ -105,6 +133,7 @@ def run(settings: dict[str, str], query: Query) -> int:
                 follow=query.follow,
                 filter=query.filter,
                 timeout=query.timeout,
+                index_topic=query.index_topic,
             )
         except FastcapaError as e:
             if not to_stdout:
@@ -115,6 +144,9 @@ def run(settings: dict[str, str], query: Query) -> int:
                 # librdkafka's reason, with what it leaves out (TLS).
                 e = KafkaError(explain_connection_failure(str(e), settings))
             return fail(EXIT_USAGE, e)
+        if query.explain:
+            for line in explain_lines(query, dump.plan()):
+                print(line, file=sys.stderr)
         try:
             status = _drive(dump, query)
             counts = dump.counters()

@@ -20,21 +20,25 @@
 //!    pcap file through one large buffer. What cannot be written as it is
 //!    is skipped or cut and counted by kind ([`DumpSnapshot`]).
 
+pub mod indexed;
 pub mod kafka;
 pub mod merge;
 pub mod pcap;
 pub mod seek;
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::time::{Duration, Instant};
 
+use self::indexed::{plan_partition, Catalog, PartExplain};
 use self::kafka::{Msg, Reader};
 use self::merge::{Held, Merge};
 use self::pcap::{PcapWriter, Skip, LATEST_KEY_US};
 use self::seek::{usable_key, Bracket};
 use crate::bpf::BpfProgram;
 use crate::counters::DumpSnapshot;
+use crate::index::plan::Plan;
 use crate::kafka::codec::{decode_key, decode_orig_len};
 use crate::kafka::ClientError;
 use crate::source::CaptureError;
@@ -81,6 +85,8 @@ pub struct DumpConfig {
     pub timeout: Duration,
     pub reorder_bound_us: u64,
     pub max_held_bytes: usize,
+    /// The topic's index, if the dump may use one (`--no-index`: `None`).
+    pub index_topic: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +111,29 @@ struct Part {
     stop: i64,
     /// Records in a row past `--to` plus the bound.
     past_end: u32,
+    /// The offset ranges still to read, in order: one range (from the
+    /// window's start to `stop`) for a scan; for a partition the index
+    /// covers, the records it selected, the gaps it does not cover and the
+    /// end it has not reached yet.
+    ranges: VecDeque<(i64, i64)>,
+    /// The next offset the reader will hand over.
+    position: i64,
+    /// The offsets the partition held at start.
+    low: i64,
+    high: i64,
+    /// What the index said of it (`None`: no usable slice, scanned).
+    plan: Option<PartExplain>,
+}
+
+/// What the index made of the query, for `--explain`.
+#[derive(Debug, Clone)]
+pub struct Explain {
+    /// The index topic was there and read.
+    pub index: bool,
+    /// The filter as the planner understood it.
+    pub predicate: String,
+    /// Per partition: id, offsets at start, and what the index said.
+    pub partitions: Vec<(i32, i64, i64, Option<PartExplain>)>,
 }
 
 /// The search for `--from`, while it runs.
@@ -128,6 +157,13 @@ pub struct Dump {
     /// When a record (or a partition's end) last arrived.
     progress_at: Instant,
     done: bool,
+    /// Per partition, the ranges the index selected, to be followed by the
+    /// end it does not cover once `--from` is found there.
+    planned: Vec<Option<Vec<(i64, i64)>>>,
+    index_read: bool,
+    /// Some partition is read by the index's ranges.
+    planned_any: bool,
+    predicate: String,
 }
 
 impl Dump {
@@ -174,7 +210,7 @@ impl Dump {
         let per_queue = (PREFETCH_KBYTES / partitions)
             .clamp(1 << 10, 8 << 10)
             .to_string();
-        let defaults = [
+        let mut defaults = vec![
             ("queued.max.messages.kbytes", per_queue.as_str()),
             // librdkafka's default keeps 100000 records queued per partition
             // whatever their bytes, each with a few hundred bytes of
@@ -184,7 +220,40 @@ impl Dump {
             // queue that was full; the engine empties queues in turn.
             ("fetch.queue.backoff.ms", "10"),
         ];
+        if !cfg.follow {
+            // Below the end offsets seen at start the broker always has
+            // records; a fetch that finds none (a partition moved to its
+            // next range) must not wait librdkafka's half second for more.
+            defaults.push(("fetch.wait.max.ms", "1"));
+        }
         let reader = Reader::connect(&cfg.settings, &ours, &defaults, &cfg.topic, cfg.timeout)?;
+        // The index: per partition, the ranges it selects and where its
+        // coverage ends (`None`: no usable slice, the partition is scanned).
+        let predicate = Plan::parse(cfg.filter.as_deref());
+        let catalog = match &cfg.index_topic {
+            Some(index) => Catalog::read(&cfg.settings, &cfg.topic, index, cfg.timeout)?,
+            None => None,
+        };
+        let window = (cfg.start.unwrap_or(0), cfg.end.unwrap_or(u64::MAX));
+        let plans: Vec<Option<indexed::PartPlan>> = ends
+            .iter()
+            .zip(&probe.partitions)
+            .map(|(&(low, high), id)| {
+                let slices = catalog.as_ref()?.slices.get(id)?;
+                plan_partition(slices, low, high, window, &predicate, cfg.linktype)
+            })
+            .collect();
+        // Where the rest of each partition (what no slice covers at its
+        // end, or all of it) is read from: found by searching the keys for
+        // `--from`, as without an index.
+        let rest_from: Vec<i64> = ends
+            .iter()
+            .zip(&plans)
+            .map(|(&(low, high), plan)| match plan {
+                None => low,
+                Some(plan) => plan.explain.tail_from.unwrap_or(high),
+            })
+            .collect();
         let seeking = match cfg.start {
             Some(start) if start > 0 => {
                 let target = start.saturating_sub(cfg.reorder_bound_us);
@@ -192,8 +261,11 @@ impl Dump {
                 let hints = probe.offsets_for_time(target_ms, cfg.timeout);
                 let brackets = ends
                     .iter()
+                    .zip(&rest_from)
                     .zip(hints)
-                    .map(|(&(low, high), hint)| Bracket::new(low, high, target).with_hint(hint))
+                    .map(|((&(_, high), &from), hint)| {
+                        Bracket::new(from, high, target).with_hint(hint.filter(|&h| h >= from))
+                    })
                     .collect();
                 Some(Seeking { probe, brackets })
             }
@@ -202,9 +274,15 @@ impl Dump {
         let settle = cfg.follow.then_some(SETTLE_MS);
         let parts: Vec<Part> = ends
             .iter()
-            .map(|&(_, high)| Part {
+            .zip(&plans)
+            .map(|(&(low, high), plan)| Part {
                 stop: if cfg.follow { i64::MAX } else { high },
                 past_end: 0,
+                ranges: VecDeque::new(),
+                position: low,
+                low,
+                high,
+                plan: plan.as_ref().map(|p| p.explain.clone()),
             })
             .collect();
         let mut dump = Dump {
@@ -220,22 +298,47 @@ impl Dump {
             epoch: Instant::now(),
             progress_at: Instant::now(),
             done: false,
+            planned_any: plans.iter().any(Option::is_some),
+            planned: plans.into_iter().map(|p| p.map(|p| p.ranges)).collect(),
+            index_read: catalog.as_ref().is_some_and(|c| !c.slices.is_empty()),
+            predicate: predicate.to_string(),
         };
         if dump.seeking.is_none() {
-            let starts: Vec<i64> = ends.iter().map(|&(low, _)| low).collect();
-            dump.start_reading(&starts)?;
+            dump.start_reading(&rest_from)?;
         }
         Ok(dump)
     }
 
-    /// Starts each partition at its offset (or marks it finished if there
-    /// is nothing to read there).
+    /// What the index made of the query (see `--explain`).
+    pub fn explain(&self) -> Explain {
+        Explain {
+            index: self.index_read,
+            predicate: self.predicate.clone(),
+            partitions: self
+                .parts
+                .iter()
+                .zip(&self.reader.partitions)
+                .map(|(part, &id)| (id, part.low, part.high, part.plan.clone()))
+                .collect(),
+        }
+    }
+
+    /// Starts each partition at its first range: those the index
+    /// selected, then the rest from `starts` on (or marks it finished if
+    /// there is nothing to read there).
     fn start_reading(&mut self, starts: &[i64]) -> Result<(), DumpError> {
         for (p, &start) in starts.iter().enumerate() {
-            if start >= self.parts[p].stop {
-                self.merge.finish(p);
-            } else {
-                self.reader.start(p, start)?;
+            let part = &mut self.parts[p];
+            part.ranges = self.planned[p].take().unwrap_or_default().into();
+            if start < part.stop {
+                part.ranges.push_back((start, part.stop));
+            }
+            match part.ranges.front() {
+                None => self.merge.finish(p),
+                Some(&(first, _)) => {
+                    part.position = first;
+                    self.reader.start(p, first)?;
+                }
             }
         }
         self.progress_at = Instant::now();
@@ -371,6 +474,22 @@ impl Dump {
             }
             return Ok(());
         }
+        // Following the index, a partition moves from range to range, each
+        // move a round trip to the broker: take what every partition has
+        // ready first, so their moves overlap instead of queueing behind the
+        // laggard. Only while the merge holds little, so reading ahead never
+        // pushes it to its memory cap (past which it would write out of order).
+        if self.planned_any && self.merge.held_bytes() < self.cfg.max_held_bytes / 4 {
+            let mut arrived = false;
+            for p in 0..self.parts.len() {
+                if !self.merge.is_finished(p) {
+                    arrived |= self.read_partition(p, Duration::ZERO)?;
+                }
+            }
+            if arrived {
+                return Ok(());
+            }
+        }
         let Some(p) = self.merge.laggard(|_| true) else {
             return Ok(());
         };
@@ -422,14 +541,19 @@ impl Dump {
         let (start, end) = (cfg.start.unwrap_or(0), cfg.end.unwrap_or(u64::MAX));
         let bound = cfg.reorder_bound_us;
         let past = end.saturating_add(bound);
-        let mut last_offset = -1;
         let now_ms = epoch.elapsed().as_millis().min(u32::MAX as u128) as u32;
         let (records, signals) = reader.read(p, wait, |m: &Msg<'_>| {
             let offset = m.offset();
-            if offset >= part.stop {
-                return; // produced after the dump started
+            part.position = part.position.max(offset + 1);
+            while part.ranges.front().is_some_and(|&(_, end)| offset >= end) {
+                part.ranges.pop_front();
             }
-            last_offset = offset;
+            match part.ranges.front() {
+                Some(&(start, _)) if offset >= start => {}
+                // Between the ranges to read, or past the last (produced
+                // after the dump started).
+                _ => return,
+            }
             counts.read += 1;
             let key = m.key();
             if let Some(ts) = decode_key(key) {
@@ -483,8 +607,15 @@ impl Dump {
             });
         })?;
         let mut finished = part.past_end >= PAST_END_RUN;
+        while part
+            .ranges
+            .front()
+            .is_some_and(|&(_, end)| part.position >= end)
+        {
+            part.ranges.pop_front();
+        }
+        finished |= part.ranges.is_empty();
         if !cfg.follow {
-            finished |= last_offset >= part.stop - 1;
             finished |= signals.end_at.is_some_and(|at| at >= part.stop);
         } else if signals.end_at.is_some() {
             let now = epoch.elapsed().as_millis().min(u32::MAX as u128) as u32;
@@ -493,6 +624,12 @@ impl Dump {
         if finished {
             merge.finish(p);
             reader.stop(p);
+        } else if let Some(&(start, _)) = part.ranges.front() {
+            // The next range is further on than the reader: move it there.
+            if part.position < start {
+                reader.start(p, start)?;
+                part.position = start;
+            }
         }
         let arrived = records > 0 || signals.end_at.is_some();
         if arrived {

@@ -47,7 +47,8 @@ impl Dump {
     /// or KafkaError (unreachable).
     #[new]
     #[pyo3(signature = (topic, settings, output_fd, *, start=None, end=None, count=0,
-                        linktype=1, follow=false, filter=None, timeout=10.0))]
+                        linktype=1, follow=false, filter=None, timeout=10.0,
+                        index_topic=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -61,6 +62,7 @@ impl Dump {
         follow: bool,
         filter: Option<String>,
         timeout: f64,
+        index_topic: Option<String>,
     ) -> PyResult<Self> {
         if !(timeout.is_finite() && timeout > 0.0) {
             return Err(ConfigError::new_err(format!(
@@ -86,6 +88,7 @@ impl Dump {
             timeout: Duration::from_secs_f64(timeout),
             reorder_bound_us: REORDER_BOUND_US,
             max_held_bytes: MAX_HELD_BYTES,
+            index_topic,
         };
         let engine = py
             .detach(|| crate::dump::Dump::open(cfg, File::from(output)))
@@ -118,6 +121,35 @@ impl Dump {
         for (name, value) in DumpCounters::NAMES.iter().zip(values) {
             d.set_item(name, value)?;
         }
+        Ok(d)
+    }
+
+    /// What the index made of the query: `{"index": bool, "predicate":
+    /// str, "partitions": [{partition, low, high, slices, in_window,
+    /// selected, indexed_reads, gaps, tail_from}]}` (`slices` is None for a
+    /// partition no slice covers).
+    fn plan<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let explain = self.with(|engine| engine.explain())?;
+        let d = PyDict::new(py);
+        d.set_item("index", explain.index)?;
+        d.set_item("predicate", explain.predicate)?;
+        let mut parts = Vec::with_capacity(explain.partitions.len());
+        for (id, low, high, plan) in explain.partitions {
+            let part = PyDict::new(py);
+            part.set_item("partition", id)?;
+            part.set_item("low", low)?;
+            part.set_item("high", high)?;
+            let plan = plan.unwrap_or_default();
+            let planned = plan.slices > 0;
+            part.set_item("slices", planned.then_some(plan.slices))?;
+            part.set_item("in_window", plan.in_window)?;
+            part.set_item("selected", plan.selected)?;
+            part.set_item("indexed_reads", plan.indexed_reads)?;
+            part.set_item("gaps", plan.gaps)?;
+            part.set_item("tail_from", plan.tail_from)?;
+            parts.push(part);
+        }
+        d.set_item("partitions", parts)?;
         Ok(d)
     }
 
