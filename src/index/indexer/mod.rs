@@ -18,26 +18,28 @@
 //! with [`Indexer::step`] for a bounded time per call (Ctrl-C stays
 //! responsive) and [`Indexer::finish`] at a stop.
 
-use std::collections::{HashMap, VecDeque};
-use std::ffi::{c_void, CStr, CString};
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::collections::HashMap;
+use std::ffi::{c_void, CStr};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::bindings as rd;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::ClientContext;
 
-use super::slice::SliceBuilder;
+mod clients;
+mod lag;
+mod work;
+
+use self::clients::{AckContext, GroupContext};
+use self::work::Work;
 use crate::counters::IndexSnapshot;
-use crate::kafka::codec::decode_key;
 use crate::kafka::config::{bootstrap, client_config, create};
-use crate::kafka::{ClientError, LastError};
+use crate::kafka::ClientError;
 
 /// What the operator asked for.
 #[derive(Debug, Clone)]
@@ -68,139 +70,6 @@ pub enum IndexError {
     Kafka(String),
 }
 
-/// Keeps librdkafka's last error (not the "all brokers down" summary that
-/// follows the one saying why) and the partitions a rebalance took away;
-/// sends the records of the partitions it assigns to the indexer's own
-/// queue.
-#[derive(Default)]
-pub struct GroupContext {
-    last_error: LastError,
-    revoked: Mutex<Vec<i32>>,
-    /// The indexer's record queue (null until made, and for the lag probe).
-    records: AtomicPtr<rd::rd_kafka_queue_t>,
-}
-
-impl ClientContext for GroupContext {
-    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.last_error.record(&error, reason);
-    }
-}
-
-impl ConsumerContext for GroupContext {
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(list) => {
-                lock(&self.revoked).extend(list.elements().iter().map(|e| e.partition()));
-            }
-            Rebalance::Assign(list) => {
-                let records = self.records.load(Ordering::Acquire);
-                if records.is_null() {
-                    return;
-                }
-                // Right after the assignment, before the first fetch lands:
-                // the partition's records bypass the consumer queue (where
-                // librdkafka hands them over one event per record) for the
-                // indexer's queue, served a batch per call.
-                for element in list.elements() {
-                    let Ok(topic) = CString::new(element.topic()) else {
-                        continue;
-                    };
-                    let client = consumer.client().native_ptr();
-                    // SAFETY: a live client and a NUL-terminated topic; the
-                    // partition's queue handle is released at once, the
-                    // forwarding stays with the partition.
-                    unsafe {
-                        let queue = rd::rd_kafka_queue_get_partition(
-                            client,
-                            topic.as_ptr(),
-                            element.partition(),
-                        );
-                        if !queue.is_null() {
-                            rd::rd_kafka_queue_forward(queue, records);
-                            rd::rd_kafka_queue_destroy(queue);
-                        }
-                    }
-                }
-            }
-            Rebalance::Error(_) => {}
-        }
-    }
-}
-
-/// One slice's acknowledgement, as the producer reports it.
-#[derive(Debug)]
-struct Ack {
-    partition: i32,
-    end_offset: i64,
-    records: u32,
-    bytes: usize,
-    error: Option<String>,
-}
-
-/// Collects the index producer's delivery reports for the indexer's thread.
-#[derive(Default)]
-pub struct AckContext {
-    acks: Mutex<Vec<Ack>>,
-    last_error: LastError,
-}
-
-/// What travels with a slice to its delivery report.
-pub struct SliceTag {
-    partition: i32,
-    end_offset: i64,
-    records: u32,
-}
-
-impl ClientContext for AckContext {
-    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.last_error.record(&error, reason);
-    }
-}
-
-impl ProducerContext for AckContext {
-    type DeliveryOpaque = Box<SliceTag>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, tag: Box<SliceTag>) {
-        let (bytes, error) = match result {
-            Ok(m) => (m.payload_len(), None),
-            Err((e, m)) => (m.payload_len(), Some(e.to_string())),
-        };
-        if let Ok(mut acks) = self.acks.lock() {
-            acks.push(Ack {
-                partition: tag.partition,
-                end_offset: tag.end_offset,
-                records: tag.records,
-                bytes,
-                error,
-            });
-        }
-    }
-}
-
-/// A slice handed to the producer, waiting for its acknowledgement.
-struct Pending {
-    end_offset: i64,
-    acked: bool,
-}
-
-/// Where one partition of the capture topic stands in this member.
-#[derive(Default)]
-struct Part {
-    building: Option<(SliceBuilder, Instant)>,
-    /// Slices produced, in offset order, until acknowledged in order.
-    pending: VecDeque<Pending>,
-    /// Highest capture time indexed (acknowledged or not), µs.
-    newest_key: Option<u64>,
-    /// End offset of the last committed slice.
-    committed: Option<i64>,
-    /// The offset after the last record read (while assigned).
-    read_to: Option<i64>,
-}
-
 /// One member of the group, from joining to its last commit.
 pub struct Indexer {
     consumer: BaseConsumer<GroupContext>,
@@ -214,18 +83,6 @@ pub struct Indexer {
     bootstrap: String,
     last_caught_up_check: Instant,
     done: bool,
-}
-
-/// The slices being built and written: everything but the consumer, so a
-/// record borrowed from the consumer can be handed to it.
-struct Work {
-    cfg: IndexerConfig,
-    producer: BaseProducer<AckContext>,
-    /// Index topic partitions: a slice of partition p goes to p % this.
-    index_partitions: i32,
-    parts: HashMap<i32, Part>,
-    counts: IndexSnapshot,
-    encoded: Vec<u8>,
 }
 
 /// Most records one serving of the record queue hands over.
@@ -550,144 +407,6 @@ impl Indexer {
         Ok(())
     }
 
-    /// Reads how far behind the newest records of its partitions the member
-    /// is: records not read yet, and capture time between the newest record
-    /// and the newest indexed (reading each lagging partition's last record).
-    pub fn measure_lag(&mut self) {
-        let topic = self.work.cfg.topic.clone();
-        let timeout = self.work.cfg.timeout.min(Duration::from_secs(2));
-        let Ok(assignment) = self.consumer.assignment() else {
-            return;
-        };
-        // Where the member stands in each partition: what it read, or, for
-        // a partition it has read nothing of yet, where the group stands.
-        let mut unread = TopicPartitionList::new();
-        for element in assignment.elements() {
-            let p = element.partition();
-            if self
-                .work
-                .parts
-                .get(&p)
-                .and_then(|part| part.read_to)
-                .is_none()
-            {
-                unread.add_partition(&topic, p);
-            }
-        }
-        let committed = if unread.count() > 0 {
-            self.consumer.committed_offsets(unread, timeout).ok()
-        } else {
-            None
-        };
-        let mut records = 0u64;
-        let mut lagging = Vec::new();
-        // The broker's answer, not librdkafka's cache (a partition just
-        // taken over has none cached yet, and the cache trails a fetch),
-        // asked by the probe: on the consumer's connection the question
-        // would wait behind a fetch waiting for new records.
-        let Some(probe) = self.probe() else {
-            return;
-        };
-        let mut ends = Vec::new();
-        for element in assignment.elements() {
-            let p = element.partition();
-            if let Ok(marks) = probe.fetch_watermarks(&topic, p, timeout) {
-                ends.push((p, marks));
-            }
-        }
-        for (p, (low, high)) in ends {
-            let position =
-                self.work
-                    .parts
-                    .get(&p)
-                    .and_then(|part| part.read_to)
-                    .or_else(|| {
-                        committed.as_ref()?.find_partition(&topic, p).and_then(|e| {
-                            match e.offset() {
-                                Offset::Offset(o) => Some(o),
-                                _ => None,
-                            }
-                        })
-                    })
-                    .unwrap_or(low);
-            let behind = (high - position.max(low)).max(0) as u64;
-            records += behind;
-            if behind > 0 {
-                lagging.push((p, high - 1));
-            }
-        }
-        let mut lag_us = 0u64;
-        for (p, newest) in self.newest_keys(&lagging) {
-            // A partition with nothing indexed yet has no capture time to
-            // be behind from; its records say how far behind it is.
-            if let Some(indexed) = self.work.parts.get(&p).and_then(|part| part.newest_key) {
-                lag_us = lag_us.max(newest.saturating_sub(indexed));
-            }
-        }
-        let counts = &mut self.work.counts;
-        counts.partitions = assignment.count() as u64;
-        counts.lag_records = records;
-        counts.lag_us = lag_us;
-    }
-
-    /// A client of the indexer's own outside the group (made at the first
-    /// need), for the questions the lag needs answered.
-    fn probe(&mut self) -> Option<&BaseConsumer<GroupContext>> {
-        if self.probe.is_none() {
-            let cfg = &self.work.cfg;
-            // librdkafka's assign needs a group id; this one never commits.
-            let group = format!("{}.lag", cfg.group);
-            let config = client_config(
-                &cfg.settings,
-                &[
-                    ("group.id", group.as_str()),
-                    ("enable.auto.commit", "false"),
-                ],
-                &[("max.partition.fetch.bytes", "65536")],
-            );
-            self.probe = create(&config, GroupContext::default(), "consumer").ok();
-        }
-        self.probe.as_ref()
-    }
-
-    /// The keys of the given records (partition, offset), read by the probe.
-    fn newest_keys(&mut self, wanted: &[(i32, i64)]) -> HashMap<i32, u64> {
-        let mut keys = HashMap::new();
-        if wanted.is_empty() {
-            return keys;
-        }
-        let topic = self.work.cfg.topic.clone();
-        let Some(probe) = self.probe() else {
-            return keys;
-        };
-        let mut list = TopicPartitionList::new();
-        for &(p, offset) in wanted {
-            if list
-                .add_partition_offset(&topic, p, Offset::Offset(offset))
-                .is_err()
-            {
-                return keys;
-            }
-        }
-        if probe.assign(&list).is_err() {
-            return keys;
-        }
-        let mut answered = std::collections::HashSet::new();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while answered.len() < wanted.len() && Instant::now() < deadline {
-            if let Some(Ok(m)) = probe.poll(Duration::from_millis(100)) {
-                answered.insert(m.partition());
-                if let Some(ts) = decode_key(m.key()) {
-                    keys.entry(m.partition())
-                        .and_modify(|k: &mut u64| *k = (*k).max(ts))
-                        .or_insert(ts);
-                }
-            }
-        }
-        let _ = probe.unassign();
-        keys
-    }
-
     pub fn counters(&self) -> IndexSnapshot {
         self.work.counts
     }
@@ -698,173 +417,6 @@ impl Indexer {
 
     pub fn is_done(&self) -> bool {
         self.done
-    }
-}
-
-impl Work {
-    /// Adds one record to its partition's slice.
-    fn take(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
-        self.counts.read += 1;
-        self.counts.read_bytes += value.map_or(0, |v| v.len() as u64);
-        let linktype = self.cfg.linktype;
-        let part = self.parts.entry(partition).or_default();
-        // A record that does not follow the slice being built (the group
-        // moved the partition back to an earlier committed offset) starts
-        // a new slice; the old one is still a true index of what it holds.
-        if part
-            .building
-            .as_ref()
-            .is_some_and(|(b, _)| offset < b.next_offset())
-        {
-            self.close(partition);
-        }
-        let part = self.parts.entry(partition).or_default();
-        let (builder, _) = part.building.get_or_insert_with(|| {
-            (
-                SliceBuilder::new(partition, offset, linktype),
-                Instant::now(),
-            )
-        });
-        builder.push(offset, key, value);
-        part.read_to = Some(offset + 1);
-        let full = builder.len() >= self.cfg.slice_records;
-        if let Some(ts) = decode_key(key) {
-            part.newest_key = Some(part.newest_key.map_or(ts, |n| n.max(ts)));
-        }
-        if full {
-            self.close(partition);
-        }
-    }
-
-    /// The partition's end is reached: with `--until-caught-up` its slice
-    /// is written now rather than when it ages.
-    fn at_end(&mut self, partition: i32) {
-        if self.cfg.until_caught_up {
-            self.close(partition);
-        }
-    }
-
-    /// Closes partition `partition`'s slice, if it has one, and writes it.
-    fn close(&mut self, partition: i32) {
-        if let Some((builder, _)) = self
-            .parts
-            .get_mut(&partition)
-            .and_then(|p| p.building.take())
-        {
-            self.emit(partition, builder);
-        }
-    }
-
-    fn close_aged(&mut self) {
-        let age = self.cfg.slice_age;
-        let aged: Vec<i32> = self
-            .parts
-            .iter()
-            .filter(|(_, p)| p.building.as_ref().is_some_and(|(_, t)| t.elapsed() >= age))
-            .map(|(&p, _)| p)
-            .collect();
-        for p in aged {
-            self.close(p);
-        }
-    }
-
-    /// Encodes a slice and hands it to the producer.
-    fn emit(&mut self, partition: i32, builder: SliceBuilder) {
-        if builder.is_empty() {
-            return;
-        }
-        let slice = builder.finish();
-        self.counts.unparsed += slice.unparsed.len();
-        self.encoded.clear();
-        slice.encode(&mut self.encoded);
-        // The key names the capture topic too, so a dump pointed at the
-        // index of another topic ignores it rather than trust it.
-        let mut key = slice.record_key().to_vec();
-        key.extend_from_slice(self.cfg.topic.as_bytes());
-        let end_offset = slice.meta.end_offset;
-        let tag = Box::new(SliceTag {
-            partition,
-            end_offset,
-            records: slice.meta.records,
-        });
-        let mut record = BaseRecord::with_opaque_to(&self.cfg.index_topic, tag)
-            .partition(partition.rem_euclid(self.index_partitions))
-            .key(&key[..])
-            .payload(&self.encoded[..]);
-        // The index is small beside the topic, so a full producer queue
-        // means Kafka is away: wait for room rather than lose a slice.
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    self.producer.poll(Duration::from_millis(100));
-                }
-                Err((e, _)) => {
-                    // A size or setting the broker will never take: settle()
-                    // reports it as the failure it is.
-                    lock(&self.producer.context().acks).push(Ack {
-                        partition,
-                        end_offset,
-                        records: 0,
-                        bytes: 0,
-                        error: Some(e.to_string()),
-                    });
-                    break;
-                }
-            }
-        }
-        self.counts.pending += 1;
-        self.parts
-            .entry(partition)
-            .or_default()
-            .pending
-            .push_back(Pending {
-                end_offset,
-                acked: false,
-            });
-    }
-
-    /// Serves the producer's reports; returns, for each partition whose
-    /// slices were acknowledged in order up to a point, the offset to commit.
-    fn settle(&mut self) -> Result<TopicPartitionList, IndexError> {
-        self.producer.poll(Duration::ZERO);
-        let acks = std::mem::take(&mut *lock(&self.producer.context().acks));
-        let mut commit = TopicPartitionList::new();
-        for ack in acks {
-            self.counts.pending = self.counts.pending.saturating_sub(1);
-            if let Some(error) = ack.error {
-                return Err(IndexError::Kafka(format!(
-                    "cannot write the index of {} partition {} to {}: {error}",
-                    self.cfg.topic, ack.partition, self.cfg.index_topic
-                )));
-            }
-            self.counts.slices += 1;
-            self.counts.indexed += u64::from(ack.records);
-            self.counts.index_bytes += ack.bytes as u64;
-            let part = self.parts.entry(ack.partition).or_default();
-            if let Some(p) = part
-                .pending
-                .iter_mut()
-                .find(|p| p.end_offset == ack.end_offset && !p.acked)
-            {
-                p.acked = true;
-            }
-            let mut upto = None;
-            while part.pending.front().is_some_and(|p| p.acked) {
-                upto = part.pending.pop_front().map(|p| p.end_offset);
-            }
-            if let Some(end) = upto {
-                part.committed = Some(end);
-                let (topic, offset) = (&self.cfg.topic, Offset::Offset(end));
-                if commit.find_partition(topic, ack.partition).is_some() {
-                    let _ = commit.set_partition_offset(topic, ack.partition, offset);
-                } else {
-                    let _ = commit.add_partition_offset(topic, ack.partition, offset);
-                }
-            }
-        }
-        Ok(commit)
     }
 }
 
