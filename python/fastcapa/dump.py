@@ -101,7 +101,8 @@ def explain_lines(query: Query, plan: dict[str, Any]) -> list[str]:
             continue
         text = (
             f"{where} {part['slices']} slices, {part['in_window']} in the window,"
-            f" {part['selected']} selected, {part['indexed_reads']} records to read"
+            f" {part['selected']} selected, {part['selected_records']} records may match,"
+            f" {part['indexed_reads']} records to read"
         )
         if part["gaps"]:
             text += f"; {part['gaps']} records no slice covers (read whole)"

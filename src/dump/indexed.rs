@@ -14,8 +14,11 @@
 //! the window needs no search over keys and no margin. Slices written twice
 //! (an indexer restarted) or overlapping count as one: coverage is the union
 //! of their ranges and the selection the union of their selections.
-//! Ranges closer than [`READ_THROUGH`] offsets are read as one: reading a few
-//! records costs less than moving the fetch position.
+//! Ranges closer than about one fetch's worth of records are read as one:
+//! the broker answers a move with the whole record batch that holds the
+//! offset (up to `max.partition.fetch.bytes`), which librdkafka decodes
+//! whole, so a second move into the same batch would decode it again.
+//! Reading through costs the same bytes once.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -27,8 +30,20 @@ use super::DumpError;
 use crate::index::plan::Plan;
 use crate::index::Slice;
 
-/// Offsets between two selected ranges below which they are read as one.
-pub const READ_THROUGH: i64 = 256;
+/// The bytes one fetch brings (librdkafka's `max.partition.fetch.bytes`),
+/// and Kafka's overhead per record in a batch, to turn it into records.
+const FETCH_BYTES: u64 = 1 << 20;
+const RECORD_OVERHEAD: u64 = 70;
+
+/// Offsets between two selected ranges below which they are read as one:
+/// about one fetch's worth of the partition's records, from the slices'
+/// own counts of records and bytes.
+fn read_through(slices: &[&Slice]) -> i64 {
+    let records: u64 = slices.iter().map(|s| u64::from(s.meta.records)).sum();
+    let bytes: u64 = slices.iter().map(|s| s.meta.bytes).sum();
+    let per_record = bytes.checked_div(records).unwrap_or(0) + RECORD_OVERHEAD;
+    (FETCH_BYTES / per_record).clamp(256, 1 << 16) as i64
+}
 
 /// What the index says about one partition, for `--explain`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -39,7 +54,10 @@ pub struct PartExplain {
     pub in_window: usize,
     /// Of those, slices with at least one record selected.
     pub selected: usize,
-    /// Records the plan reads inside indexed slices.
+    /// Records the filter's predicate selected in the window's slices.
+    pub selected_records: u64,
+    /// Offsets the plan reads inside indexed slices (the selected records,
+    /// and what lies between those read through).
     pub indexed_reads: u64,
     /// Offsets no slice covers before the end of the index (read whole).
     pub gaps: u64,
@@ -203,18 +221,16 @@ pub fn plan_partition(
             continue;
         }
         explain.selected += 1;
-        let before = total(&ranges);
+        explain.selected_records += selected.len();
         push_selection(&mut ranges, slice, &selected, low, high);
-        explain.indexed_reads += total(&ranges).saturating_sub(before);
     }
     if covered < high {
         explain.tail_from = Some(covered);
     }
     ranges.sort_unstable();
-    Some(PartPlan {
-        ranges: coalesce(ranges, READ_THROUGH),
-        explain,
-    })
+    let ranges = coalesce(ranges, read_through(&usable));
+    explain.indexed_reads = total(&ranges).saturating_sub(explain.gaps);
+    Some(PartPlan { ranges, explain })
 }
 
 fn total(ranges: &[(i64, i64)]) -> u64 {

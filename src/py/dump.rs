@@ -126,7 +126,7 @@ impl Dump {
 
     /// What the index made of the query: `{"index": bool, "predicate":
     /// str, "partitions": [{partition, low, high, slices, in_window,
-    /// selected, indexed_reads, gaps, tail_from}]}` (`slices` is None for a
+    /// selected, selected_records, indexed_reads, gaps, tail_from}]}` (`slices` is None for a
     /// partition no slice covers).
     fn plan<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let explain = self.with(|engine| engine.explain())?;
@@ -144,6 +144,7 @@ impl Dump {
             part.set_item("slices", planned.then_some(plan.slices))?;
             part.set_item("in_window", plan.in_window)?;
             part.set_item("selected", plan.selected)?;
+            part.set_item("selected_records", plan.selected_records)?;
             part.set_item("indexed_reads", plan.indexed_reads)?;
             part.set_item("gaps", plan.gaps)?;
             part.set_item("tail_from", plan.tail_from)?;
