@@ -212,6 +212,7 @@ class Dump:
     def partitions(self) -> int: ...
     def close(self) -> None: ...
 
+@final
 class Indexer:
     """`fastcapa index`'s group member: joined when made; `run` works
     without the GIL."""

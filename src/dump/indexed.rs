@@ -28,6 +28,7 @@ use roaring::RoaringBitmap;
 use super::kafka::Reader;
 use super::DumpError;
 use crate::index::plan::Plan;
+use crate::index::slice::SliceHead;
 use crate::index::Slice;
 
 /// The bytes one fetch brings (librdkafka's `max.partition.fetch.bytes`),
@@ -38,9 +39,9 @@ const RECORD_OVERHEAD: u64 = 70;
 /// Offsets between two selected ranges below which they are read as one:
 /// about one fetch's worth of the partition's records, from the slices'
 /// own counts of records and bytes.
-fn read_through(slices: &[&Slice]) -> i64 {
-    let records: u64 = slices.iter().map(|s| u64::from(s.meta.records)).sum();
-    let bytes: u64 = slices.iter().map(|s| s.meta.bytes).sum();
+fn read_through(slices: &[&Stored]) -> i64 {
+    let records: u64 = slices.iter().map(|s| u64::from(s.head.meta.records)).sum();
+    let bytes: u64 = slices.iter().map(|s| s.head.meta.bytes).sum();
     let per_record = bytes.checked_div(records).unwrap_or(0) + RECORD_OVERHEAD;
     (FETCH_BYTES / per_record).clamp(256, 1 << 16) as i64
 }
@@ -73,10 +74,18 @@ pub struct PartPlan {
     pub explain: PartExplain,
 }
 
+/// A slice as read from the index topic: its header decoded, the rest
+/// decoded only if a query's window reaches it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub head: SliceHead,
+    pub record: Vec<u8>,
+}
+
 /// The slices of the index topic, by partition of the capture topic.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    pub slices: BTreeMap<i32, Vec<Slice>>,
+    pub slices: BTreeMap<i32, Vec<Stored>>,
     /// Index records that could not be read as slices (ignored).
     pub malformed: u64,
     /// Index records of another capture topic (ignored).
@@ -120,22 +129,27 @@ impl Catalog {
             let mut waited = Duration::ZERO;
             while next < high {
                 let step = Duration::from_millis(100);
-                let (records, signals) = reader.read(p, step, |m| {
-                    next = next.max(m.offset() + 1);
-                    // The key: partition (4 bytes), base offset (8), topic.
-                    if m.key().and_then(|k| k.get(12..)) != Some(topic.as_bytes()) {
-                        catalog.foreign += 1;
-                        return;
-                    }
-                    match m.value().map(Slice::decode) {
-                        Some(Ok(slice)) => catalog
-                            .slices
-                            .entry(slice.meta.partition)
-                            .or_default()
-                            .push(slice),
-                        _ => catalog.malformed += 1,
-                    }
-                })?;
+                let (records, signals) =
+                    reader.read(p, step, |m| {
+                        next = next.max(m.offset() + 1);
+                        // The key: partition (4 bytes), base offset (8), topic.
+                        if m.key().and_then(|k| k.get(12..)) != Some(topic.as_bytes()) {
+                            catalog.foreign += 1;
+                            return;
+                        }
+                        let value = m.value().unwrap_or_default();
+                        match Slice::decode_head(value) {
+                            Ok(head) => {
+                                catalog.slices.entry(head.meta.partition).or_default().push(
+                                    Stored {
+                                        head,
+                                        record: value.to_vec(),
+                                    },
+                                )
+                            }
+                            Err(_) => catalog.malformed += 1,
+                        }
+                    })?;
                 if signals.end_at.is_some_and(|at| at >= high) {
                     break;
                 }
@@ -153,7 +167,7 @@ impl Catalog {
             reader.stop(p);
         }
         for slices in catalog.slices.values_mut() {
-            slices.sort_by_key(|s| (s.meta.base_offset, s.meta.end_offset));
+            slices.sort_by_key(|s| (s.head.meta.base_offset, s.head.meta.end_offset));
         }
         Ok(Some(catalog))
     }
@@ -163,20 +177,21 @@ impl Catalog {
 /// for the window `start..=end` (capture µs), a predicate and a link type;
 /// `None` when no slice of the partition can be used.
 pub fn plan_partition(
-    slices: &[Slice],
+    slices: &[Stored],
     low: i64,
     high: i64,
     (start, end): (u64, u64),
     plan: &Plan,
     linktype: u32,
 ) -> Option<PartPlan> {
-    let usable: Vec<&Slice> = slices
+    let usable: Vec<&Stored> = slices
         .iter()
         .filter(|s| {
-            s.meta.linktype == linktype
-                && s.meta.end_offset > low
-                && s.meta.base_offset < high
-                && s.meta.end_offset > s.meta.base_offset
+            let meta = &s.head.meta;
+            meta.linktype == linktype
+                && meta.end_offset > low
+                && meta.base_offset < high
+                && meta.end_offset > meta.base_offset
         })
         .collect();
     if usable.is_empty() {
@@ -190,17 +205,15 @@ pub fn plan_partition(
     // Coverage, walked in base-offset order: `covered` is the end of what
     // the slices so far cover (from `low`).
     let mut covered = low;
-    for slice in &usable {
-        let (base, stop) = (
-            slice.meta.base_offset.max(low),
-            slice.meta.end_offset.min(high),
-        );
+    for stored in &usable {
+        let meta = &stored.head.meta;
+        let (base, stop) = (meta.base_offset.max(low), meta.end_offset.min(high));
         if base > covered {
             ranges.push((covered, base));
             explain.gaps += (base - covered) as u64;
         }
         covered = covered.max(stop);
-        let in_window = match (slice.meta.min_key, slice.meta.max_key) {
+        let in_window = match (meta.min_key, meta.max_key) {
             (Some(min), Some(max)) => max >= start && min <= end,
             // No record with a usable key: the scan would read (and count)
             // them whatever the window, so the plan reads them too.
@@ -210,6 +223,12 @@ pub fn plan_partition(
             continue;
         }
         explain.in_window += 1;
+        let Ok(slice) = Slice::decode(&stored.record) else {
+            // Its header read, the rest not: read what it covers whole.
+            ranges.push((base, stop));
+            continue;
+        };
+        let slice = &slice;
         let mut selected = plan.select(slice);
         // Of a slice the window reaches, the blocks whose own times reach it.
         if (start, end) != (0, u64::MAX) {

@@ -64,6 +64,13 @@ pub const DEFAULT_SLICE_RECORDS: u32 = 65_536;
 /// per block.
 pub const BLOCK: u32 = 1024;
 
+/// A slice's header: what it covers and its block times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceHead {
+    pub meta: SliceMeta,
+    pub blocks: Vec<Option<(u64, u64)>>,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("malformed index record: {0}")]
 pub struct SliceFormatError(pub String);
@@ -703,6 +710,17 @@ impl Slice {
     /// bytes left over), is refused.
     pub fn decode(bytes: &[u8]) -> Result<Slice, SliceFormatError> {
         let mut r = Reader { bytes };
+        let head = Self::read_head(&mut r)?;
+        Self::read_rest(r, head)
+    }
+
+    /// What a slice covers and its block times, without its postings: a
+    /// query decodes the rest only of the slices its window reaches.
+    pub fn decode_head(bytes: &[u8]) -> Result<SliceHead, SliceFormatError> {
+        Self::read_head(&mut Reader { bytes })
+    }
+
+    fn read_head(r: &mut Reader<'_>) -> Result<SliceHead, SliceFormatError> {
         if r.take(4, "the magic")? != MAGIC {
             return Err(SliceFormatError("not an index slice (bad magic)".into()));
         }
@@ -768,7 +786,25 @@ impl Slice {
                 .ok_or_else(|| SliceFormatError("a block's time outside the slice's".into()))?;
             blocks.push(Some((lo, hi)));
         }
+        Ok(SliceHead {
+            meta: SliceMeta {
+                partition,
+                base_offset,
+                end_offset,
+                records,
+                bytes: value_bytes,
+                min_key,
+                max_key,
+                linktype,
+            },
+            blocks,
+        })
+    }
 
+    fn read_rest(mut r: Reader<'_>, head: SliceHead) -> Result<Slice, SliceFormatError> {
+        let SliceHead { meta, blocks } = head;
+        let records = meta.records;
+        let span = (meta.end_offset - meta.base_offset) as u64;
         let present = r.bitmap("present")?;
         if present.len() != u64::from(records) {
             return Err(SliceFormatError(format!(
@@ -822,16 +858,7 @@ impl Slice {
             )));
         }
         Ok(Slice {
-            meta: SliceMeta {
-                partition,
-                base_offset,
-                end_offset,
-                records,
-                bytes: value_bytes,
-                min_key,
-                max_key,
-                linktype,
-            },
+            meta,
             present,
             unparsed,
             postings,
