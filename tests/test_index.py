@@ -46,6 +46,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from fastcapa_support.capgen import checksum
 from fastcapa_support.fixtures import wait_topic_ready
 from fastcapa_support.kafka_read import watermarks
 from fastcapa_support.pcapref import read_capture, write_capture
@@ -148,15 +149,6 @@ def _addr(text: str) -> bytes:
     return ipaddress.ip_address(text).packed
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def ether(dst: bytes, src: bytes, ethertype: int, payload: bytes, tags=()) -> bytes:
     """An Ethernet frame; `tags`: (TPID, VLAN id) pairs, outermost first."""
     head = dst + src + b"".join(struct.pack("!HH", tpid, vid) for tpid, vid in tags)
@@ -174,7 +166,7 @@ def ipv4(
         "!BBHHHBBH4s4s", vihl, 0, 20 + len(options) + len(payload), ident & 0xFFFF, frag, 64,
         proto, 0, _addr(src), _addr(dst),
     ) + options  # fmt: skip
-    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
     return header + payload
 
 
@@ -199,7 +191,7 @@ def sctp(sport: int, dport: int, data: bytes) -> bytes:
 
 def icmp(kind: int, data: bytes) -> bytes:
     body = struct.pack("!BBHHH", kind, 0, 0, 7, 1) + data
-    return body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
+    return body[:2] + struct.pack("!H", checksum(body)) + body[4:]
 
 
 def arp(op: int, sha: bytes, spa: str, tpa: str) -> bytes:

@@ -185,22 +185,7 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
         help="how long a stop may spend delivering what is queued",
     )
     output = parser.add_argument_group("output")
-    output.add_argument(
-        "--stats-interval",
-        type=options.seconds,
-        default=_default("stats_interval"),
-        metavar="SECONDS",
-        help="period of the statistics table on stderr",
-    )
-    output.add_argument(
-        "--stats-json", metavar="FILE", help="also append each report as one JSON line"
-    )
-    output.add_argument(
-        "--metrics-port",
-        type=options.integer,
-        metavar="PORT",
-        help="serve Prometheus metrics on that port",
-    )
+    options.statistics_options(output, _default("stats_interval"), options.seconds)
     output.add_argument(
         "-s",
         "--kafka-stats",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from fastcapa import options
 from fastcapa.config import check_topic, explain_connection_failure, kafka_settings
 from fastcapa.errors import ConfigError, FastcapaError, KafkaError
 from fastcapa.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+from fastcapa.signals import SignalLatch
 
 if TYPE_CHECKING:
     from fastcapa import _fastcapa
@@ -113,22 +113,7 @@ def parser() -> argparse.ArgumentParser:
         help="how long a stop may wait for Kafka to acknowledge the last slices",
     )
     output = p.add_argument_group("output")
-    output.add_argument(
-        "--stats-interval",
-        type=options.positive_seconds,
-        default=5.0,
-        metavar="SECONDS",
-        help="period of the statistics table on stderr",
-    )
-    output.add_argument(
-        "--stats-json", metavar="FILE", help="also append each report as one JSON line"
-    )
-    output.add_argument(
-        "--metrics-port",
-        type=options.integer,
-        metavar="PORT",
-        help="serve Prometheus metrics on that port",
-    )
+    options.statistics_options(output, 5.0, options.positive_seconds)
     return p
 
 
@@ -269,7 +254,7 @@ def run(argv: list[str]) -> int:
 
 
 def _drive(indexer: _fastcapa.Indexer, args: argparse.Namespace, reporter: IndexReporter) -> int:
-    stops = _Stops()
+    stops = SignalLatch()
     status = EXIT_OK
     next_report = time.monotonic() + args.stats_interval
     try:
@@ -294,24 +279,6 @@ def _drive(indexer: _fastcapa.Indexer, args: argparse.Namespace, reporter: Index
     finally:
         stops.restore()
     return status
-
-
-class _Stops:
-    """Counts SIGINT/SIGTERM; the loop finishes at the first, and a second
-    one during the finish skips waiting for the last acknowledgements."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.previous = {
-            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.count += 1
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 def _human(n: float) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import NoReturn
 
@@ -64,6 +65,31 @@ def kafka_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         help="shortcut for bootstrap.servers, wins over -c and -X (default: localhost:9092)",
     )
     return group
+
+
+def statistics_options(
+    group: argparse._ArgumentGroup,
+    interval: object,
+    interval_type: Callable[[str], float],
+) -> None:
+    """The statistics options of the commands that run until stopped:
+    --stats-interval, --stats-json, --metrics-port."""
+    group.add_argument(
+        "--stats-interval",
+        type=interval_type,
+        default=interval,
+        metavar="SECONDS",
+        help="period of the statistics table on stderr",
+    )
+    group.add_argument(
+        "--stats-json", metavar="FILE", help="also append each report as one JSON line"
+    )
+    group.add_argument(
+        "--metrics-port",
+        type=integer,
+        metavar="PORT",
+        help="serve Prometheus metrics on that port",
+    )
 
 
 def integer(text: str) -> int:

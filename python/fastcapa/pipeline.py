@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from typing import IO, Protocol
 from fastcapa import _fastcapa, events
 from fastcapa.config import CaptureSettings, eal_arguments, explain_connection_failure
 from fastcapa.errors import ConfigError, KafkaError
+from fastcapa.signals import SignalLatch
 from fastcapa.stats import Reporter, Snapshot
 
 # Main-loop tick: how often the control plane looks at its workers.
@@ -344,7 +344,7 @@ class Pipeline:
     def run(self) -> Outcome:
         settings, reporter = self.settings, self.reporter
         assert reporter is not None, "open() first"
-        signals = _SignalLatch()
+        signals = SignalLatch()
         try:
             for i, worker in enumerate(self.workers):
                 worker.start(cpu=self.topology.tx_cpus[i])
@@ -436,20 +436,3 @@ def _user_ids(name: str) -> tuple[int, int]:
     if os.geteuid() != 0:
         raise ConfigError("--user needs fastcapa to start as root")
     return entry.pw_uid, entry.pw_gid
-
-
-class _SignalLatch:
-    """Counts SIGINT/SIGTERM while the pipeline runs; the main loop acts on them."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.previous = {
-            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.count += 1
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
