@@ -1,4 +1,4 @@
-"""The way back (issue 14): `fastcapa dump` beside the replay that wrote the
+"""The way back: `fastcapa dump` beside the replay that wrote the
 same topic, in the same run, against the same broker; and what the topic's
 index (`fastcapa index`) buys the dump, beside the scan of the same query.
 
