@@ -1,4 +1,4 @@
-"""The pipeline's own limit with no sender in the way (issue 13): DPDK's
+"""The pipeline's own limit with no sender in the way: DPDK's
 `net_null` device hands the receive workers packets as fast as they poll,
 and fastcapa takes them through its rings and transmit workers into the
 broker until `--count`.

@@ -7,7 +7,7 @@ inputs, what a run was measured on), scenarios.py (what each tool is asked to
 do; the registry a new scenario joins), report.py (ratios, pooling, tables),
 and this entry point.
 
-Scenarios (issue 6):
+Scenarios:
   replay   a generated capture (64-byte frames, and IMIX) replayed into a topic
            of 8 partitions by fastcapa, by the librdkafka ceiling (bench/ceiling:
            librdkafka's cheapest path, rd_kafka_produce_batch on a topic handle,

@@ -1,4 +1,4 @@
-"""Fault tests (issue 5): a real Apache Kafka that goes away, fails over,
+"""Fault tests: a real Apache Kafka that goes away, fails over,
 stalls, and a probe that runs for a long time.
 
 Every test captures live from a veth pair of its own: `steady.py` sends a
@@ -9,7 +9,7 @@ that was sent, its key the kernel's receive time (8 bytes, big-endian µs,
 close to the send time the frame carries; on one queue, rising with the
 sequence number).
 What the probe says it delivered, dropped and where, is checked against what
-Kafka holds and against the sums of SPEC §2.
+Kafka holds and against the accounting sums (docs/accounting.md).
 
 Brokers are the tests' own (tools/kafka): a single one per module for the
 outage and back-pressure tests (stopped, started and paused at will), the
@@ -17,7 +17,7 @@ three-node `kafka_cluster3` for the failover.
 
 Select these tests with `-m faults`; each prints a FAULT-FIGURES line (run
 with `-s` to see them). The soak runs FASTCAPA_SOAK_MINUTES minutes, 2 by
-default (as in `make test`); the full soak of issue 5 is
+default (as in `make test`); the full soak is
 
     FASTCAPA_SOAK_MINUTES=10 .venv/bin/python -m pytest -s -m faults -k soak
 """
@@ -224,7 +224,7 @@ def assert_holds_what_was_delivered(verdict, report: dict) -> None:
 
 
 def assert_rode_it_out(status: int, report: dict, sent: dict, outage: dict, count: int) -> None:
-    """What every outage run must show: a clean exit, the sums of SPEC §2, an
+    """What every outage run must show: a clean exit, the accounting sums, an
     outage that was real, and every frame sent taken in."""
     assert status == 0
     assert_accounting(report)
@@ -279,7 +279,7 @@ def test_outage_with_default_settings_delivers_every_frame(broker, new_topic, tm
 def test_outage_too_big_for_the_queues_counts_the_overflow(broker, new_topic, tmp_path):
     """A small ring and producer queue: what does not fit is dropped at [rx]
     or [tx] and counted there; Kafka holds exactly the frames the probe says
-    it delivered; the sums of SPEC §2 hold."""
+    it delivered; the accounting sums hold."""
     topic = topic_on(new_topic, broker)
     count = RATE * 40
     status, report, sent, outage = ride_out_outage(

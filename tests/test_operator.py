@@ -1,5 +1,5 @@
 """The operator interface against a real broker: where settings come from,
-every SPEC §5 failure, the statistics' figures, and `fastcapa dump` windows."""
+every failure at start or while running, the statistics' figures, and `fastcapa dump` windows."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def test_config_file_then_x_then_k_reach_the_producer(kafka, new_topic, tmp_path
     assert "acks" in run.stderr
 
 
-# -- SPEC §5: each failure is one line with a defined status
+# -- Each failure is one line with a defined status
 
 
 def _corrupt_part_way(tmp_path: Path) -> Path:

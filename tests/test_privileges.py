@@ -1,4 +1,4 @@
-"""Least privilege (issues 5 and 12): once its sockets are open the probe
+"""Least privilege: once its sockets are open the probe
 holds no capability, and with --user it no longer runs as root: nor as
 root's group, nor with any supplementary group it was started with. Each
 thread is checked in /proc, because Linux keeps capabilities per thread."""

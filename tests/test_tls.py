@@ -1,4 +1,4 @@
-"""TLS to Kafka (issues 5 and 12): one broker with three TLS listeners whose
+"""TLS to Kafka: one broker with three TLS listeners whose
 certificates the test makes, and a probe configured through fastcapa's INI
 file:
 

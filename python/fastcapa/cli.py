@@ -1,4 +1,5 @@
-"""The command line: `fastcapa [capture] ...` and `fastcapa dump ...` (SPEC §3).
+"""The command line: `fastcapa [capture] ...` and `fastcapa dump ...`
+(docs/operating.md, docs/dump.md).
 
 Every value is checked before anything starts. Each failure is one line on
 stderr and an exit status: 0 done, 1 failed while running, 2 bad usage or

@@ -24,7 +24,7 @@ class PipelineCollector:
         now = self.snapshot()
         frames = CounterMetricFamily(
             "fastcapa_frames",
-            "Frames per stage: in, out and dropped (SPEC §2)",
+            "Frames per stage: in, out and dropped (docs/accounting.md)",
             labels=["stage", "kind"],
         )
         for stage, row in now.rows().items():

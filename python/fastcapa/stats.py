@@ -1,8 +1,8 @@
-"""Statistics: the stage totals of SPEC §4, their rates, and the reports.
+"""Statistics: the stage totals of the table, their rates, and the reports.
 
 The native workers keep raw counters (`counters()` dicts); this module gives
-them their meaning: which figures make each stage's row, the accounting sum of
-SPEC §2, rates between two reports, and the table, JSON and metrics forms.
+them their meaning: which figures make each stage's row, the accounting sums
+(docs/accounting.md), rates between two reports, and the table, JSON and metrics forms.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class Snapshot:
         return {stage: getattr(self, stage) for stage in STAGES}
 
     def accounting_errors(self) -> list[str]:
-        """The sums of SPEC §2, as the final report must make them."""
+        """The accounting sums (docs/accounting.md), as the final report must make them."""
         errors = []
         nic, rx, tx, kaf = self.nic, self.rx, self.tx, self.kaf
         if nic.taken_in != rx.taken_in + nic.drops:

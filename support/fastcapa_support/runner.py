@@ -53,7 +53,7 @@ def assert_clean_failure(run: Run, status: int) -> None:
 
 
 def assert_accounting(report: dict) -> None:
-    """The sums of SPEC §2, checked on a --stats-json report."""
+    """The accounting sums (docs/accounting.md), checked on a --stats-json report."""
     nic, rx, tx, kaf = (report[s] for s in ("nic", "rx", "tx", "kaf"))
     assert nic["taken_in"] == rx["taken_in"] + nic["drops"]
     assert rx["taken_in"] == kaf["out"] + rx["drops"] + tx["drops"] + kaf["drops"]
