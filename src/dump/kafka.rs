@@ -19,8 +19,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::ClientContext;
 
 use super::DumpError;
-use crate::kafka::codec::ORIG_LEN_HEADER;
 use crate::kafka::config::{self, ClientError};
+use crate::kafka::message::Msg;
 use crate::kafka::LastError;
 
 /// How errors name this client.
@@ -43,63 +43,11 @@ impl ClientContext for ReadContext {
 
 impl ConsumerContext for ReadContext {}
 
-/// One record as librdkafka hands it over, borrowed for the callback.
-pub struct Msg<'a> {
-    raw: &'a rd::rd_kafka_message_t,
-}
-
 /// What one read of a partition's queue delivered besides records.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Signals {
     /// The partition's end was reached at this offset (nothing more for now).
     pub end_at: Option<i64>,
-}
-
-impl<'a> Msg<'a> {
-    pub fn offset(&self) -> i64 {
-        self.raw.offset
-    }
-
-    pub fn key(&self) -> Option<&'a [u8]> {
-        // SAFETY: librdkafka keeps `key_len` bytes at `key` for as long as
-        // the message lives, which outlasts the callback that lends it.
-        (!self.raw.key.is_null()).then(|| unsafe {
-            std::slice::from_raw_parts(self.raw.key as *const u8, self.raw.key_len)
-        })
-    }
-
-    pub fn value(&self) -> Option<&'a [u8]> {
-        // SAFETY: as for the key, `len` bytes at `payload`.
-        (!self.raw.payload.is_null()).then(|| unsafe {
-            std::slice::from_raw_parts(self.raw.payload as *const u8, self.raw.len)
-        })
-    }
-
-    /// The bytes of the last `orig_len` header, if the record has one.
-    pub fn orig_len_header(&self) -> Option<&'a [u8]> {
-        let mut headers: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
-        // SAFETY: the message is valid; librdkafka parses its headers once,
-        // keeps them with the message and returns NOENT when there are none
-        // (whole frames: the cheap, common case).
-        let err = unsafe { rd::rd_kafka_message_headers(self.raw, &mut headers) };
-        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || headers.is_null() {
-            return None;
-        }
-        let (mut value, mut size): (*const c_void, usize) = (std::ptr::null(), 0);
-        // SAFETY: `headers` belongs to the message; the value it points to
-        // lives as long as the message.
-        let err = unsafe {
-            rd::rd_kafka_header_get_last(headers, ORIG_LEN_HEADER.as_ptr(), &mut value, &mut size)
-        };
-        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-            return None;
-        }
-        if value.is_null() {
-            return Some(&[]);
-        }
-        // SAFETY: `size` bytes at `value`, owned by the message.
-        Some(unsafe { std::slice::from_raw_parts(value as *const u8, size) })
-    }
 }
 
 /// The client and its topic handle.
@@ -278,7 +226,8 @@ impl Reader {
             match message.err {
                 RD_KAFKA_RESP_ERR_NO_ERROR => {
                     visit.records += 1;
-                    (visit.each)(&Msg { raw: message });
+                    // SAFETY: a record librdkafka lends for this callback.
+                    (visit.each)(&unsafe { Msg::borrow(message) });
                 }
                 RD_KAFKA_RESP_ERR__PARTITION_EOF => visit.signals.end_at = Some(message.offset),
                 err => {

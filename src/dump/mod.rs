@@ -32,7 +32,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use self::indexed::{plan_partition, Catalog, PartExplain};
-use self::kafka::{Msg, Reader};
+use self::kafka::Reader;
 use self::merge::{Held, Merge};
 use self::pcap::{PcapWriter, Skip, LATEST_KEY_US};
 use self::seek::{usable_key, Bracket};
@@ -40,6 +40,7 @@ use crate::bpf::BpfProgram;
 use crate::counters::DumpSnapshot;
 use crate::index::plan::Plan;
 use crate::kafka::codec::{decode_key, decode_orig_len};
+use crate::kafka::message::Msg;
 use crate::kafka::ClientError;
 use crate::source::CaptureError;
 

@@ -10,7 +10,8 @@
 //!   error as the reason of such a failure;
 //! - [`codec`]: the record format on a capture topic, written by the
 //!   producer and read by everything else: the key (capture time) and the
-//!   `orig_len` header of a cut frame.
+//!   `orig_len` header of a cut frame;
+//! - [`message`]: a record as librdkafka lends it to a reader's callback.
 //!
 //! Each client keeps its own context and hot path; what is here is what
 //! must read and behave the same in all of them.
@@ -18,6 +19,7 @@
 pub mod codec;
 pub mod config;
 pub mod context;
+pub mod message;
 
 pub use self::config::ClientError;
 pub use self::context::LastError;

@@ -39,6 +39,7 @@ use self::clients::{AckContext, GroupContext};
 use self::work::Work;
 use crate::counters::IndexSnapshot;
 use crate::kafka::config::{bootstrap, client_config, create};
+use crate::kafka::message::Msg;
 use crate::kafka::ClientError;
 
 /// What the operator asked for.
@@ -254,16 +255,14 @@ impl Indexer {
             use rd::rd_kafka_resp_err_t::*;
             match m.err {
                 RD_KAFKA_RESP_ERR_NO_ERROR => {
-                    // SAFETY: librdkafka keeps `key_len` bytes at `key` and
-                    // `len` at `payload` while the message lives.
-                    let key = (!m.key.is_null()).then(|| unsafe {
-                        std::slice::from_raw_parts(m.key as *const u8, m.key_len)
-                    });
-                    // SAFETY: as for the key.
-                    let value = (!m.payload.is_null()).then(|| unsafe {
-                        std::slice::from_raw_parts(m.payload as *const u8, m.len)
-                    });
-                    visit.work.take(m.partition, m.offset, key, value);
+                    // SAFETY: a record librdkafka lends for this callback.
+                    let record = unsafe { Msg::borrow(m) };
+                    visit.work.take(
+                        record.partition(),
+                        record.offset(),
+                        record.key(),
+                        record.value(),
+                    );
                 }
                 RD_KAFKA_RESP_ERR__PARTITION_EOF => visit.work.at_end(m.partition),
                 err => {
