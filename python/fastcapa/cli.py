@@ -329,13 +329,7 @@ def dump_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep reading new records; without it, stop at the end offsets seen at start",
     )
-    output.add_argument(
-        "--timeout",
-        type=options.positive_seconds,
-        default=10.0,
-        metavar="SECONDS",
-        help="how long to wait for Kafka's answers",
-    )
+    options.timeout_option(output)
     index = parser.add_argument_group("index (see fastcapa index)")
     index.add_argument(
         "--index-topic",

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
-from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
 from fastcapa import options
@@ -25,6 +23,7 @@ from fastcapa.config import check_topic, explain_connection_failure, kafka_setti
 from fastcapa.errors import ConfigError, FastcapaError, KafkaError
 from fastcapa.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from fastcapa.signals import SignalLatch
+from fastcapa.stats import JsonLines
 
 if TYPE_CHECKING:
     from fastcapa import _fastcapa
@@ -68,13 +67,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="GROUP",
         help="consumer group of the topic's indexers (default: fastcapa-index.TOPIC)",
     )
-    kafka.add_argument(
-        "--timeout",
-        type=options.positive_seconds,
-        default=10.0,
-        metavar="SECONDS",
-        help="how long to wait for Kafka's answers",
-    )
+    options.timeout_option(kafka)
     work = p.add_argument_group("indexing")
     work.add_argument(
         "--linktype",
@@ -234,7 +227,9 @@ def run(argv: list[str]) -> int:
             return fail(EXIT_USAGE, e)
         try:
             if args.metrics_port is not None:
-                serve_metrics(args.metrics_port, indexer)
+                from fastcapa import metrics
+
+                metrics.serve(args.metrics_port, metrics.IndexCollector(indexer.counters))
         except FastcapaError as e:
             indexer.close()
             return fail(EXIT_USAGE, e)
@@ -298,10 +293,7 @@ class IndexReporter:
 
     def __init__(self, stream: IO[str], json_path: str | None) -> None:
         self.stream = stream
-        try:
-            self.json_file = open(json_path, "a", encoding="utf-8") if json_path else None  # noqa: SIM115
-        except OSError as e:
-            raise ConfigError(f"cannot write --stats-json {json_path}: {e.strerror}") from None
+        self.json = JsonLines(json_path)
         self.previous: tuple[float, int] = (time.monotonic(), 0)
         self.reports = 0
 
@@ -320,66 +312,14 @@ class IndexReporter:
             f"  {counts['lag_records']:>7} {counts['lag_us'] / 1e6:>5.1f}s\n"
         )
         self.stream.flush()
-        if self.json_file:
-            line = {
+        self.json.write(
+            {
                 "time": round(time.time(), 3),
                 "final": final,
                 **counts,
                 "read_per_s": round(rate, 1),
             }
-            self.json_file.write(json.dumps(line) + "\n")
-            self.json_file.flush()
+        )
 
     def close(self) -> None:
-        if self.json_file:
-            self.json_file.close()
-
-
-def serve_metrics(port: int, indexer: _fastcapa.Indexer) -> None:
-    """Serves the indexer's figures on /metrics at `port`."""
-    from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-
-    class Collector:
-        def collect(self) -> Iterator[Metric]:
-            counts = indexer.counters()
-            records = CounterMetricFamily(
-                "fastcapa_index_records",
-                "Records of the capture topic: read, indexed (acknowledged), unparsed",
-                labels=["kind"],
-            )
-            for kind in ("read", "indexed", "unparsed"):
-                records.add_metric([kind], counts[kind])
-            yield records
-            yield CounterMetricFamily(
-                "fastcapa_index_slices",
-                "Slices the index topic acknowledged",
-                value=counts["slices"],
-            )
-            yield CounterMetricFamily(
-                "fastcapa_index_bytes",
-                "Bytes of slices acknowledged (before compression)",
-                value=counts["index_bytes"],
-            )
-            yield GaugeMetricFamily(
-                "fastcapa_index_lag_records",
-                "Records of the member's partitions not indexed yet",
-                value=counts["lag_records"],
-            )
-            yield GaugeMetricFamily(
-                "fastcapa_index_lag_seconds",
-                "Capture time between the newest record and the newest indexed",
-                value=counts["lag_us"] / 1e6,
-            )
-            yield GaugeMetricFamily(
-                "fastcapa_index_partitions",
-                "Partitions of the capture topic assigned to this member",
-                value=counts["partitions"],
-            )
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collector())
-    try:
-        start_http_server(port, registry=registry)
-    except OSError as e:
-        raise ConfigError(f"--metrics-port {port}: {e.strerror or e}") from None
+        self.json.close()

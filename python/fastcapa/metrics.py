@@ -1,6 +1,6 @@
 """Prometheus metrics on --metrics-port: the same figures as the table.
 
-A collector reads the pipeline's counters when Prometheus scrapes (from the
+A collector reads the pipeline's (or the indexer's) counters when Prometheus scrapes (from the
 exporter's own thread), so a scrape always sees the current values and costs
 the data plane nothing.
 """
@@ -66,10 +66,54 @@ class PipelineCollector:
         yield delivered_bytes
 
 
-def serve(port: int, snapshot: Callable[[], Snapshot]) -> None:
-    """Serves /metrics on `port` (all addresses) from a daemon thread."""
+class IndexCollector:
+    """`fastcapa index`'s figures, read from the indexer at each scrape."""
+
+    def __init__(self, counters: Callable[[], dict[str, int]]) -> None:
+        self.counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.counters()
+        records = CounterMetricFamily(
+            "fastcapa_index_records",
+            "Records of the capture topic: read, indexed (acknowledged), unparsed",
+            labels=["kind"],
+        )
+        for kind in ("read", "indexed", "unparsed"):
+            records.add_metric([kind], counts[kind])
+        yield records
+        yield CounterMetricFamily(
+            "fastcapa_index_slices",
+            "Slices the index topic acknowledged",
+            value=counts["slices"],
+        )
+        yield CounterMetricFamily(
+            "fastcapa_index_bytes",
+            "Bytes of slices acknowledged (before compression)",
+            value=counts["index_bytes"],
+        )
+        yield GaugeMetricFamily(
+            "fastcapa_index_lag_records",
+            "Records of the member's partitions not indexed yet",
+            value=counts["lag_records"],
+        )
+        yield GaugeMetricFamily(
+            "fastcapa_index_lag_seconds",
+            "Capture time between the newest record and the newest indexed",
+            value=counts["lag_us"] / 1e6,
+        )
+        yield GaugeMetricFamily(
+            "fastcapa_index_partitions",
+            "Partitions of the capture topic assigned to this member",
+            value=counts["partitions"],
+        )
+
+
+def serve(port: int, collector: PipelineCollector | IndexCollector) -> None:
+    """Serves `collector`'s figures on /metrics at `port` (all addresses)
+    from a daemon thread."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PipelineCollector(snapshot))
+    registry.register(collector)
     try:
         start_http_server(port, registry=registry)
     except OSError as e:

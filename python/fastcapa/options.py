@@ -92,6 +92,17 @@ def statistics_options(
     )
 
 
+def timeout_option(group: argparse._ArgumentGroup) -> None:
+    """--timeout of the commands that read Kafka: each answer's wait."""
+    group.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for Kafka's answers",
+    )
+
+
 def integer(text: str) -> int:
     """Any integer in base 10; the settings judge its range."""
     try:

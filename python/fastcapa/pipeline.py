@@ -324,9 +324,9 @@ class Pipeline:
     def serve_metrics(self) -> None:
         """Starts the Prometheus exporter when --metrics-port asks for it."""
         if self.settings.metrics_port is not None:
-            from fastcapa.metrics import serve
+            from fastcapa.metrics import PipelineCollector, serve
 
-            serve(self.settings.metrics_port, self.snapshot)
+            serve(self.settings.metrics_port, PipelineCollector(self.snapshot))
 
     def snapshot(self) -> Snapshot:
         queues: list[dict[str, int]] = []

@@ -149,26 +149,40 @@ def format_table(now: Snapshot, previous: Snapshot | None) -> str:
     return "\n".join(lines)
 
 
+class JsonLines:
+    """--stats-json: one JSON object per report, appended and flushed, so a
+    reader sees each report as soon as it is made."""
+
+    def __init__(self, path: str | None) -> None:
+        try:
+            self.file = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+        except OSError as e:
+            raise ConfigError(f"cannot write --stats-json {path}: {e.strerror}") from None
+
+    def write(self, report: dict[str, object]) -> None:
+        if self.file:
+            self.file.write(json.dumps(report) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
 class Reporter:
     """Writes each report to stderr (table) and, when asked, a JSON-lines file."""
 
     def __init__(self, stream: IO[str], json_path: str | None) -> None:
         """Rates of the first report are counted from now."""
         self.stream = stream
-        try:
-            self.json_file = open(json_path, "a", encoding="utf-8") if json_path else None  # noqa: SIM115
-        except OSError as e:
-            raise ConfigError(f"cannot write --stats-json {json_path}: {e.strerror}") from None
+        self.json = JsonLines(json_path)
         self.previous = Snapshot.zero()
 
     def report(self, now: Snapshot, final: bool = False) -> None:
         self.stream.write(format_table(now, self.previous) + "\n")
         self.stream.flush()
-        if self.json_file:
-            self.json_file.write(json.dumps(now.as_json(self.previous, final)) + "\n")
-            self.json_file.flush()
+        self.json.write(now.as_json(self.previous, final))
         self.previous = now
 
     def close(self) -> None:
-        if self.json_file:
-            self.json_file.close()
+        self.json.close()
