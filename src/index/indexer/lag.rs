@@ -95,7 +95,7 @@ impl Indexer {
 
     /// A client of the indexer's own outside the group (made at the first
     /// need), for the questions the lag needs answered.
-    fn probe(&mut self) -> Option<&BaseConsumer<GroupContext>> {
+    pub(super) fn probe(&mut self) -> Option<&BaseConsumer<GroupContext>> {
         if self.probe.is_none() {
             let cfg = &self.work.cfg;
             // librdkafka's assign needs a group id; this one never commits.

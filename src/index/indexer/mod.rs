@@ -217,7 +217,9 @@ impl Indexer {
                         message.payload(),
                     ),
                     Err(KafkaError::PartitionEOF(partition)) => self.work.at_end(partition),
-                    Err(e) if is_fatal(&e) => return Err(self.read_error(&e.to_string())),
+                    Err(e) if e.rdkafka_error_code().is_some_and(is_fatal) => {
+                        return Err(self.read_error(&e.to_string()))
+                    }
                     // Transient (a broker that went away and comes back):
                     // librdkafka retries by itself.
                     Err(_) => {}
@@ -266,15 +268,7 @@ impl Indexer {
                 }
                 RD_KAFKA_RESP_ERR__PARTITION_EOF => visit.work.at_end(m.partition),
                 err => {
-                    let fatal = matches!(
-                        err,
-                        RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
-                            | RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED
-                            | RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART
-                            | RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
-                            | RD_KAFKA_RESP_ERR__FATAL
-                    );
-                    if fatal && visit.error.is_none() {
+                    if is_fatal(err.into()) && visit.error.is_none() {
                         // SAFETY: librdkafka's description of an error message.
                         let text = unsafe { CStr::from_ptr(rd::rd_kafka_message_errstr(m)) };
                         visit.error = Some(text.to_string_lossy().into_owned());
@@ -340,7 +334,6 @@ impl Indexer {
     /// the group, up to its end seen at start (asked of the group once a
     /// second).
     fn caught_up(&mut self) -> bool {
-        let topic = &self.work.cfg.topic;
         let ours = self.targets.iter().all(|(p, target)| {
             self.work
                 .parts
@@ -355,27 +348,44 @@ impl Indexer {
             return false;
         }
         self.last_caught_up_check = Instant::now();
+        let topic = self.work.cfg.topic.clone();
         let mut wanted = TopicPartitionList::new();
         for (p, _) in &self.targets {
-            wanted.add_partition(topic, *p);
+            wanted.add_partition(&topic, *p);
         }
         let timeout = self.work.cfg.timeout;
         let Ok(committed) = self.consumer.committed_offsets(wanted, timeout) else {
             return false;
         };
-        self.targets.iter().all(|&(p, target)| {
-            let low = self
-                .consumer
-                .fetch_watermarks(topic, p, timeout)
-                .map_or(0, |(low, _)| low);
-            let done = committed
-                .find_partition(topic, p)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                })
-                .unwrap_or(low);
-            done.max(low) >= target
+        let behind: Vec<(i32, i64)> = self
+            .targets
+            .iter()
+            .filter(|&&(p, target)| {
+                // An empty partition has nothing to wait for.
+                target > 0
+                    && committed
+                        .find_partition(&topic, p)
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        })
+                        .is_none_or(|done| done < target)
+            })
+            .copied()
+            .collect();
+        if behind.is_empty() {
+            return true;
+        }
+        // A partition whose records before the target are gone (retention)
+        // is done too. Asked of the probe: on the consumer's connection the
+        // question would wait behind a fetch waiting for new records.
+        let Some(probe) = self.probe() else {
+            return false;
+        };
+        behind.iter().all(|&(p, target)| {
+            probe
+                .fetch_watermarks(&topic, p, timeout)
+                .is_ok_and(|(low, _)| low >= target)
         })
     }
 
@@ -425,17 +435,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Errors after which reading cannot go on: the topic or the group is gone
 /// or refused. Everything else librdkafka retries by itself.
-fn is_fatal(error: &KafkaError) -> bool {
+fn is_fatal(code: RDKafkaErrorCode) -> bool {
     use RDKafkaErrorCode::*;
     matches!(
-        error.rdkafka_error_code(),
-        Some(
-            TopicAuthorizationFailed
-                | GroupAuthorizationFailed
-                | UnknownTopicOrPartition
-                | UnknownTopic
-                | Fatal
-        )
+        code,
+        TopicAuthorizationFailed
+            | GroupAuthorizationFailed
+            | UnknownTopicOrPartition
+            | UnknownTopic
+            | Fatal
     )
 }
 
