@@ -171,12 +171,12 @@ def child(spec: dict) -> int:
     if spec.get("filter"):
         query["filter"] = spec["filter"]
     if spec.get("index_topic"):
-        query["index_topic"] = spec["index_topic"]
+        query["index_topics"] = [spec["index_topic"]]
     plan = None
     with open(spec.get("output") or "/dev/null", "wb") as sink:
         began = time.monotonic()
         dump = _fastcapa.Dump(
-            spec["topic"], [("bootstrap.servers", spec["bootstrap"])], sink.fileno(), **query
+            [spec["topic"]], [("bootstrap.servers", spec["bootstrap"])], sink.fileno(), **query
         )
         connected = time.monotonic()
         if spec.get("index_topic"):
@@ -212,9 +212,10 @@ def child(spec: dict) -> int:
 def summarize_plan(plan: dict) -> dict:
     """`Dump.plan()` summed over the partitions: did the dump find an
     index, and how many slices and records it reads."""
-    parts = plan["partitions"]
+    (topic,) = plan["topics"]
+    parts = topic["partitions"]
     return {
-        "index": plan["index"],
+        "index": topic["index"],
         "predicate": plan["predicate"],
         "scanned_partitions": sum(1 for p in parts if p["slices"] is None),
         "slices": sum(p["slices"] or 0 for p in parts),

@@ -46,6 +46,12 @@ macro_rules! counters {
             pub fn values(&self) -> Vec<u64> {
                 vec![$( self.$field, )*]
             }
+
+            /// Both snapshots' counts added, counter by counter.
+            #[allow(dead_code)]
+            pub fn plus(&self, other: &$snapshot) -> $snapshot {
+                $snapshot { $( $field: self.$field + other.$field, )* }
+            }
         }
     };
 }

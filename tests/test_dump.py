@@ -313,7 +313,7 @@ def engine_read(kafka, topic: str, **query) -> tuple[float, dict[str, int]]:
 
     started = time.monotonic()
     with open("/dev/null", "wb") as sink:
-        d = _fastcapa.Dump(topic, [("bootstrap.servers", kafka.bootstrap)], sink.fileno(), **query)
+        d = _fastcapa.Dump([topic], [("bootstrap.servers", kafka.bootstrap)], sink.fileno(), **query)
         try:
             while not d.run(1.0):
                 pass

@@ -187,11 +187,11 @@ class TxWorker:
 @final
 class Dump:
     """`fastcapa dump`'s query: opened (filter compiled, Kafka reached, the
-    topic's offsets read) when made; `run` works without the GIL."""
+    topics' offsets read) when made; `run` works without the GIL."""
 
     def __new__(
         cls,
-        topic: str,
+        topics: list[str],
         settings: list[tuple[str, str]],
         output_fd: int,
         *,
@@ -202,12 +202,14 @@ class Dump:
         follow: bool = False,
         filter: str | None = None,
         timeout: float = 10.0,
-        index_topic: str | None = None,
+        index_topics: list[str] | None = None,
+        format: str = "pcap",
     ) -> Self: ...
     def run(self, seconds: float) -> bool: ...
     def finish(self) -> None: ...
     def plan(self) -> dict[str, Any]: ...
     def counters(self) -> dict[str, int]: ...
+    def topic_counters(self) -> list[tuple[str, dict[str, int]]]: ...
     @property
     def partitions(self) -> int: ...
     def close(self) -> None: ...

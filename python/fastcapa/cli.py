@@ -282,31 +282,38 @@ def run_capture(argv: list[str]) -> int:
 def dump_parser() -> argparse.ArgumentParser:
     parser = options.Parser(
         prog="fastcapa dump",
-        description="Write what a Kafka topic holds (fastcapa's messages) as a pcap file.",
+        description="Write what Kafka topics hold (fastcapa's messages) as a pcap or pcapng"
+        " file, in capture-time order.",
         formatter_class=options.HelpFormatter,
     )
-    options.kafka_options(parser)
+    options.kafka_options(parser, several_topics=True)
     output = parser.add_argument_group("output")
     output.add_argument(
         "-o",
         "--output",
         default="-",
         metavar="FILE",
-        help="pcap file to write, - for standard output",
+        help="capture file to write, - for standard output",
+    )
+    output.add_argument(
+        "--format",
+        choices=("pcap", "pcapng"),
+        help="file format (default: pcapng for an -o name ending in .pcapng, else pcap);"
+        " pcapng has one interface per topic, named after it",
     )
     output.add_argument(
         "--from",
         dest="start",
         type=options.capture_time,
         metavar="TIME",
-        help="first capture time (ISO 8601 or epoch µs), matched on the key",
+        help=f"first capture time, matched on the key ({options.CAPTURE_TIME_HELP})",
     )
     output.add_argument(
         "--to",
         dest="end",
         type=options.capture_time,
         metavar="TIME",
-        help="last capture time (inclusive)",
+        help="last capture time (inclusive; as --from)",
     )
     output.add_argument(
         "--count", type=options.count, default=0, metavar="N", help="stop after N frames (0: all)"
@@ -333,8 +340,10 @@ def dump_parser() -> argparse.ArgumentParser:
     index = parser.add_argument_group("index (see fastcapa index)")
     index.add_argument(
         "--index-topic",
-        metavar="TOPIC",
-        help="the topic's index (default: TOPIC.index); what it does not cover is scanned",
+        metavar="TOPIC[,TOPIC...]",
+        type=options.topic_list,
+        help="the topic's index, one per topic (default: TOPIC.index); what it does not"
+        " cover is scanned",
     )
     index.add_argument(
         "--no-index",
@@ -353,23 +362,37 @@ def dump_parser() -> argparse.ArgumentParser:
 def run_dump(argv: list[str]) -> int:
     from fastcapa import dump
 
-    args = dump_parser().parse_args(argv)
+    args = dump_parser().parse_args(options.attach_relative_times(argv, ("--from", "--to")))
     if not 0 <= args.linktype <= 0xFFFF:
         return fail(
             EXIT_USAGE,
             ConfigError(f"--linktype must be a link-layer type number, got {args.linktype}"),
         )
+    topics = [t for group in args.topic or [[options.DEFAULT_TOPIC]] for t in group]
+    repeated = sorted({t for t in topics if topics.count(t) > 1})
+    if repeated:
+        return fail(EXIT_USAGE, ConfigError(f"topic {repeated[0]} is named twice"))
+    from fastcapa.index import index_topic_of
+
+    index_topics = args.index_topic or [index_topic_of(t) for t in topics]
+    if len(index_topics) != len(topics):
+        return fail(
+            EXIT_USAGE,
+            ConfigError(
+                f"--index-topic names {len(index_topics)} topics for {len(topics)} topics"
+                " to read: give one per topic, in the same order"
+            ),
+        )
     try:
         settings = kafka_settings(args.config, args.overrides, args.kafka_broker)
     except FastcapaError as e:
         return fail(EXIT_USAGE, e)
-    from fastcapa.index import index_topic_of
-
     query = dump.Query(
-        topic=args.topic,
-        index_topic=None if args.no_index else (args.index_topic or index_topic_of(args.topic)),
+        topics=tuple(topics),
+        index_topics=None if args.no_index else tuple(index_topics),
         explain=args.explain,
         output=args.output,
+        format=args.format or dump.format_of(args.output),
         start=args.start,
         end=args.end,
         count=args.count,

@@ -1,10 +1,11 @@
 """`fastcapa dump`: the way back, Kafka to a capture file (pycapa's consumer),
-as a query engine: a time window, a filter, a count.
+as a query engine: one or more topics, a time window, a filter, a count.
 
 The query runs in the native extension (src/dump/, docs/dump.md): each
 partition read as its own stream, `--from` found by searching the keys, the
-partitions merged into capture-time order, the filter applied, the records
-written as a classic pcap file that tcpdump and tshark read to its end. This
+partitions of every topic merged into capture-time order, the filter
+applied, the records written as a classic pcap or a pcapng file (one
+interface per topic) that tcpdump and tshark read to its end. This
 module holds the rest: the output, the progress line on a terminal, Ctrl-C,
 and the closing line that says what was written, skipped or cut.
 """
@@ -33,7 +34,7 @@ STEP_SECONDS = 0.2
 class Query:
     """What `fastcapa dump` is asked for (parsed by the command line)."""
 
-    topic: str
+    topics: tuple[str, ...]  # one or more, merged into one capture-time order
     output: str  # a path, or "-" for standard output
     start: int | None  # first key (µs), inclusive
     end: int | None  # last key (µs), inclusive
@@ -42,8 +43,14 @@ class Query:
     follow: bool
     timeout: float
     filter: str | None = None  # tcpdump syntax
-    index_topic: str | None = None  # None: scan (--no-index)
+    index_topics: tuple[str, ...] | None = None  # one per topic; None: scan (--no-index)
     explain: bool = False
+    format: str = "pcap"  # or "pcapng"
+
+
+def format_of(output: str) -> str:
+    """The format an output's name asks for: pcapng for `*.pcapng`."""
+    return "pcapng" if output.lower().endswith(".pcapng") else "pcap"
 
 
 # The closing line's words for each kind of record left out or changed.
@@ -56,11 +63,28 @@ SKIPPED = {
 
 
 def closing_line(
-    topic: str, counts: dict[str, int], filtered: bool, window: bool, bound_s: float
+    counts: list[tuple[str, dict[str, int]]], filtered: bool, window: bool, bound_s: float
 ) -> str:
     """`fastcapa dump: N frames from topic T` and, when there is anything to
-    say, what was left out, cut, or came later than the reorder bound."""
-    parts = [f"fastcapa dump: {counts['written']} frames from topic {topic}"]
+    say, what was left out, cut, or came later than the reorder bound; with
+    several topics, what each gave and what of each was left out."""
+    if len(counts) == 1:
+        topic, only = counts[0]
+        parts = [f"fastcapa dump: {only['written']} frames from topic {topic}"]
+        return "; ".join(parts + _details(only, filtered, window, bound_s))
+    total = sum(c["written"] for _, c in counts)
+    names = ", ".join(topic for topic, _ in counts)
+    parts = [f"fastcapa dump: {total} frames from topics {names}"]
+    for topic, c in counts:
+        parts.append(
+            ", ".join([f"{topic}: {c['written']} frames", *_details(c, filtered, window, bound_s)])
+        )
+    return "; ".join(parts)
+
+
+def _details(counts: dict[str, int], filtered: bool, window: bool, bound_s: float) -> list[str]:
+    """What the closing line says of one topic besides its frames."""
+    parts = []
     if filtered:
         parts.append(f"{counts['filtered']} in the window did not match the filter")
     skipped = {kind: counts[kind] for kind in SKIPPED if counts[kind]}
@@ -82,33 +106,36 @@ def closing_line(
         )
     if counts["out_of_order"]:
         parts.append(f"{counts['out_of_order']} written out of time order")
-    return "; ".join(parts)
+    return parts
 
 
 def explain_lines(query: Query, plan: dict[str, Any]) -> list[str]:
-    """`--explain`: what the dump will read, per partition."""
-    if query.index_topic is None:
-        head = "no index asked for (--no-index): every partition is scanned"
-    elif not plan["index"]:
-        head = f"no index in {query.index_topic}: every partition is scanned"
-    else:
-        head = f"index {query.index_topic}; filter as planned: {plan['predicate']}"
-    lines = [f"fastcapa dump: plan for topic {query.topic}: {head}"]
-    for part in plan["partitions"]:
-        where = f"  partition {part['partition']} (offsets {part['low']}-{part['high']}):"
-        if part["slices"] is None:
-            lines.append(f"{where} scanned, no slice of the index covers it")
-            continue
-        text = (
-            f"{where} {part['slices']} slices, {part['in_window']} in the window,"
-            f" {part['selected']} selected, {part['selected_records']} records may match,"
-            f" {part['indexed_reads']} records to read"
-        )
-        if part["gaps"]:
-            text += f"; {part['gaps']} records no slice covers (read whole)"
-        if part["tail_from"] is not None:
-            text += f"; offsets {part['tail_from']}-{part['high']} not indexed yet (scanned)"
-        lines.append(text)
+    """`--explain`: what the dump will read, per topic and partition."""
+    lines = []
+    for i, topic in enumerate(plan["topics"]):
+        index = None if query.index_topics is None else query.index_topics[i]
+        if index is None:
+            head = "no index asked for (--no-index): every partition is scanned"
+        elif not topic["index"]:
+            head = f"no index in {index}: every partition is scanned"
+        else:
+            head = f"index {index}; filter as planned: {plan['predicate']}"
+        lines.append(f"fastcapa dump: plan for topic {topic['topic']}: {head}")
+        for part in topic["partitions"]:
+            where = f"  partition {part['partition']} (offsets {part['low']}-{part['high']}):"
+            if part["slices"] is None:
+                lines.append(f"{where} scanned, no slice of the index covers it")
+                continue
+            text = (
+                f"{where} {part['slices']} slices, {part['in_window']} in the window,"
+                f" {part['selected']} selected, {part['selected_records']} records may match,"
+                f" {part['indexed_reads']} records to read"
+            )
+            if part["gaps"]:
+                text += f"; {part['gaps']} records no slice covers (read whole)"
+            if part["tail_from"] is not None:
+                text += f"; offsets {part['tail_from']}-{part['high']} not indexed yet (scanned)"
+            lines.append(text)
     return lines
 
 
@@ -124,7 +151,7 @@ def run(settings: dict[str, str], query: Query) -> int:
     try:
         try:
             dump = _fastcapa.Dump(
-                query.topic,
+                list(query.topics),
                 list(settings.items()),
                 stream.fileno(),
                 start=query.start,
@@ -134,7 +161,8 @@ def run(settings: dict[str, str], query: Query) -> int:
                 follow=query.follow,
                 filter=query.filter,
                 timeout=query.timeout,
-                index_topic=query.index_topic,
+                index_topics=None if query.index_topics is None else list(query.index_topics),
+                format=query.format,
             )
         except FastcapaError as e:
             if not to_stdout:
@@ -150,7 +178,7 @@ def run(settings: dict[str, str], query: Query) -> int:
                 print(line, file=sys.stderr)
         try:
             status = _drive(dump, query)
-            counts = dump.counters()
+            counts = dump.topic_counters()
         finally:
             dump.close()
     finally:
@@ -161,7 +189,7 @@ def run(settings: dict[str, str], query: Query) -> int:
     if status == EXIT_OK:
         bound_s = _fastcapa.DUMP_REORDER_BOUND_US / 1e6
         window = query.start is not None or query.end is not None
-        line = closing_line(query.topic, counts, query.filter is not None, window, bound_s)
+        line = closing_line(counts, query.filter is not None, window, bound_s)
         print(line, file=sys.stderr)
     return status
 

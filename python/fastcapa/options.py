@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import NoReturn
@@ -39,10 +41,38 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) or ""
 
 
-def kafka_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """The Kafka options `capture` and `dump` share: -t, -c, -X, -k."""
+DEFAULT_TOPIC = "pcap"
+
+
+def topic_list(text: str) -> list[str]:
+    """`east,west` -> ["east", "west"] (Kafka topic names hold no comma)."""
+    topics = [t.strip() for t in text.split(",")]
+    if not all(topics):
+        raise argparse.ArgumentTypeError(f"expected topic names separated by commas, got {text!r}")
+    return topics
+
+
+def kafka_options(
+    parser: argparse.ArgumentParser, several_topics: bool = False
+) -> argparse._ArgumentGroup:
+    """The Kafka options `capture` and `dump` share: -t, -c, -X, -k. With
+    `several_topics`, -t takes a comma-separated list and may be repeated
+    (`args.topic` is then a list, or None for the default)."""
     group = parser.add_argument_group("Kafka")
-    group.add_argument("-t", "--topic", default="pcap", help="Kafka topic (default: %(default)s)")
+    if several_topics:
+        group.add_argument(
+            "-t",
+            "--topic",
+            action="append",
+            type=topic_list,
+            metavar="TOPIC[,TOPIC...]",
+            help="Kafka topic, or several (comma-separated or -t repeated), merged into one"
+            f" capture-time order (default: {DEFAULT_TOPIC})",
+        )
+    else:
+        group.add_argument(
+            "-t", "--topic", default=DEFAULT_TOPIC, help="Kafka topic (default: %(default)s)"
+        )
     group.add_argument(
         "-c",
         "--config",
@@ -146,8 +176,24 @@ def size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def capture_time(text: str) -> int:
-    """ISO 8601 (UTC unless it says otherwise) or epoch microseconds -> epoch µs."""
+# A duration back from now: `-90s`, `-15m`, `-2h`, `-1d`, `-1h30m`.
+_DURATION = re.compile(r"-(?:\d+(?:\.\d+)?[smhd])+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_US = {"s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
+
+CAPTURE_TIME_HELP = "ISO 8601, epoch µs, now, or back from now: -90s, -15m, -2h, -1d, -1h30m"
+
+
+def capture_time(text: str, now_us: int | None = None) -> int:
+    """A capture time -> epoch µs: ISO 8601 (UTC unless it says otherwise),
+    epoch microseconds, `now`, or a duration back from now (`-15m`)."""
+    if now_us is None:
+        now_us = time.time_ns() // 1000
+    if text == "now":
+        return now_us
+    if _DURATION.fullmatch(text):
+        back = sum(round(float(n) * _UNIT_US[unit]) for n, unit in _DURATION_PART.findall(text))
+        return max(now_us - back, 0)
     # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
     if text.isascii() and text.isdigit():
         if len(text) > 20 or int(text) >= 1 << 64:
@@ -156,13 +202,27 @@ def capture_time(text: str) -> int:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected ISO 8601 or epoch microseconds, got {text!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(f"expected {CAPTURE_TIME_HELP}; got {text!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def attach_relative_times(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    """`--from -15m` -> `--from=-15m`: argparse reads a value that starts
+    with a dash as an option of its own (no option starts with a dash and a
+    digit)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in flags and i + 1 < len(argv) and re.match(r"-[\d.]", argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
 
 
 def fail(status: int, error: BaseException | str) -> int:

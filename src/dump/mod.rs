@@ -1,7 +1,8 @@
-//! `fastcapa dump`: the way back, Kafka to a pcap file, as a query engine.
+//! `fastcapa dump`: the way back, Kafka to a capture file, as a query engine.
 //!
-//! A query is a time window (`--from`/`--to`, matched on the key), a filter
-//! in tcpdump syntax, a count. The engine answers it in four steps, all on
+//! A query is one or more topics (one per sensor), a time window
+//! (`--from`/`--to`, matched on the key), a filter in tcpdump syntax, a
+//! count. The engine answers it in four steps, all on
 //! the calling thread (Python releases the GIL and calls [`Dump::step`] for a
 //! bounded time, so Ctrl-C and the progress line stay responsive):
 //!
@@ -14,16 +15,18 @@
 //!    stops as soon as it is past `--to`.
 //! 3. **Merge** (`merge.rs`): records wait in per-partition order until no
 //!    partition can still deliver an earlier one, then leave in capture-time
-//!    order across the whole topic, within the reorder bound.
-//! 4. **Write** (`pcap.rs`): each record is checked (key, value, length,
-//!    time) and, if it passes the window and the filter, written to a classic
-//!    pcap file through one large buffer. What cannot be written as it is
+//!    order across every partition of every topic, within the reorder bound.
+//! 4. **Write** (`pcap.rs`, `pcapng.rs`): each record is checked (key,
+//!    value, length, time) and, if it passes the window and the filter,
+//!    written to a classic pcap or a pcapng file (one interface per topic)
+//!    through one large buffer. What cannot be written as it is
 //!    is skipped or cut and counted by kind ([`DumpSnapshot`]).
 
 pub mod indexed;
 pub mod kafka;
 pub mod merge;
 pub mod pcap;
+pub mod pcapng;
 pub mod seek;
 
 use std::collections::VecDeque;
@@ -34,7 +37,7 @@ use std::time::{Duration, Instant};
 use self::indexed::{plan_partition, Catalog, PartExplain};
 use self::kafka::Reader;
 use self::merge::{Held, Merge};
-use self::pcap::{PcapWriter, Skip, LATEST_KEY_US};
+use self::pcap::{CaptureWriter, Format, Skip, LATEST_KEY_US};
 use self::seek::{usable_key, Bracket};
 use crate::bpf::BpfProgram;
 use crate::counters::DumpSnapshot;
@@ -68,10 +71,19 @@ const SETTLE_MS: u32 = 1000;
 /// single wild key does not end it).
 const PAST_END_RUN: u32 = 16;
 
+/// One topic of the query.
+#[derive(Debug, Clone)]
+pub struct TopicQuery {
+    pub name: String,
+    /// Its index, if the dump may use one (`--no-index`: `None`).
+    pub index_topic: Option<String>,
+}
+
 /// What the operator asked for.
 #[derive(Debug, Clone)]
 pub struct DumpConfig {
-    pub topic: String,
+    /// One or more topics, merged into one capture-time order.
+    pub topics: Vec<TopicQuery>,
     /// librdkafka settings (from -c, -X, -k).
     pub settings: Vec<(String, String)>,
     /// First and last capture time of the window, µs, inclusive.
@@ -79,6 +91,7 @@ pub struct DumpConfig {
     pub end: Option<u64>,
     /// Stop after this many frames (0: no limit).
     pub count: u64,
+    /// The link type of every topic's frames.
     pub linktype: u32,
     pub follow: bool,
     pub filter: Option<String>,
@@ -86,8 +99,7 @@ pub struct DumpConfig {
     pub timeout: Duration,
     pub reorder_bound_us: u64,
     pub max_held_bytes: usize,
-    /// The topic's index, if the dump may use one (`--no-index`: `None`).
-    pub index_topic: Option<String>,
+    pub format: Format,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,8 +118,22 @@ pub enum DumpError {
     Io(#[from] io::Error),
 }
 
-/// Where each partition stands.
+/// One topic as the query reads it.
+struct Source {
+    name: String,
+    reader: Reader,
+    /// The index topic was there and held slices of this topic.
+    index_read: bool,
+    counts: DumpSnapshot,
+}
+
+/// Where each partition stands. Partitions are numbered across the query
+/// (topic after topic), as the merge sees them.
 struct Part {
+    /// Its topic (an index into the sources) and its index in that
+    /// topic's reader.
+    source: usize,
+    local: usize,
     /// Offsets at and past this are not read (the end seen at start).
     stop: i64,
     /// Records in a row past `--to` plus the bound.
@@ -126,33 +152,41 @@ struct Part {
     plan: Option<PartExplain>,
 }
 
-/// What the index made of the query, for `--explain`.
+/// What the index made of one topic of the query, for `--explain`.
 #[derive(Debug, Clone)]
-pub struct Explain {
+pub struct TopicExplain {
+    pub topic: String,
     /// The index topic was there and read.
     pub index: bool,
-    /// The filter as the planner understood it.
-    pub predicate: String,
     /// Per partition: id, offsets at start, and what the index said.
     pub partitions: Vec<(i32, i64, i64, Option<PartExplain>)>,
 }
 
-/// The search for `--from`, while it runs.
+/// What the index made of the query, for `--explain`.
+#[derive(Debug, Clone)]
+pub struct Explain {
+    /// The filter as the planner understood it.
+    pub predicate: String,
+    pub topics: Vec<TopicExplain>,
+}
+
+/// The search for `--from`, while it runs: one probe client per topic, one
+/// bracket per partition of the query.
 struct Seeking {
-    probe: Reader,
+    probes: Vec<Reader>,
     brackets: Vec<Bracket>,
 }
 
 /// One query, from connecting to the last byte written.
 pub struct Dump {
     cfg: DumpConfig,
-    reader: Reader,
+    sources: Vec<Source>,
     seeking: Option<Seeking>,
-    writer: PcapWriter<File>,
+    writer: CaptureWriter<File>,
     filter: Option<BpfProgram>,
     merge: Merge,
     parts: Vec<Part>,
-    counts: DumpSnapshot,
+    written: u64,
     last_written: u64,
     epoch: Instant,
     /// When a record (or a partition's end) last arrived.
@@ -161,14 +195,29 @@ pub struct Dump {
     /// Per partition, the ranges the index selected, to be followed by the
     /// end it does not cover once `--from` is found there.
     planned: Vec<Option<Vec<(i64, i64)>>>,
-    index_read: bool,
     /// Some partition is read by the index's ranges.
     planned_any: bool,
     predicate: String,
 }
 
+/// The librdkafka settings of a topic's probe: it finds the partitions and
+/// their offsets, and serves the `--from` search: one fetch per probe, no
+/// prefetch.
+const PROBE_SETTINGS: [(&str, &str); 8] = [
+    ("enable.partition.eof", "true"),
+    ("consume.callback.max.messages", "0"),
+    ("enable.auto.commit", "false"),
+    ("auto.offset.reset", "earliest"),
+    ("queued.min.messages", "1"),
+    ("queued.max.messages.kbytes", "1024"),
+    ("max.partition.fetch.bytes", "65536"),
+    // A probe's queue is never emptied, only moved: no waiting a second
+    // (librdkafka's backoff for a full queue) before the next.
+    ("fetch.queue.backoff.ms", "0"),
+];
+
 impl Dump {
-    /// Compiles the filter, connects, finds the topic and its offsets.
+    /// Compiles the filter, connects, finds the topics and their offsets.
     /// Waits up to `cfg.timeout` for each of Kafka's answers.
     pub fn open(cfg: DumpConfig, output: File) -> Result<Dump, DumpError> {
         let filter = match &cfg.filter {
@@ -177,27 +226,23 @@ impl Dump {
             }
             None => None,
         };
-        // The first client finds the partitions and their offsets, and
-        // serves the `--from` search: one fetch per probe, no prefetch.
-        let probe_settings = [
-            ("enable.partition.eof", "true"),
-            ("consume.callback.max.messages", "0"),
-            ("enable.auto.commit", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("queued.min.messages", "1"),
-            ("queued.max.messages.kbytes", "1024"),
-            ("max.partition.fetch.bytes", "65536"),
-            // A probe's queue is never emptied, only moved: no waiting a
-            // second (librdkafka's backoff for a full queue) before the next.
-            ("fetch.queue.backoff.ms", "0"),
-        ];
-        let probe = Reader::connect(&cfg.settings, &probe_settings, &[], &cfg.topic, cfg.timeout)?;
-        let partitions = probe.partitions.len();
-        let mut ends = Vec::with_capacity(partitions);
-        for p in 0..partitions {
-            ends.push(probe.watermarks(p, cfg.timeout)?);
+        let mut probes = Vec::with_capacity(cfg.topics.len());
+        // Per partition of the query: its topic, and its offsets at start.
+        let mut ends: Vec<(usize, (i64, i64))> = Vec::new();
+        for (t, topic) in cfg.topics.iter().enumerate() {
+            let probe = Reader::connect(
+                &cfg.settings,
+                &PROBE_SETTINGS,
+                &[],
+                &topic.name,
+                cfg.timeout,
+            )?;
+            for p in 0..probe.partitions.len() {
+                ends.push((t, probe.watermarks(p, cfg.timeout)?));
+            }
+            probes.push(probe);
         }
-        // The second reads: the prefetch budget spread over the partitions.
+        // The readers: the prefetch budget spread over every partition.
         let batch = READ_BATCH.to_string();
         let ours = [
             // Each partition's end is a signal the engine needs.
@@ -208,7 +253,7 @@ impl Dump {
             // An offset gone by retention means: from what is left.
             ("auto.offset.reset", "earliest"),
         ];
-        let per_queue = (PREFETCH_KBYTES / partitions)
+        let per_queue = (PREFETCH_KBYTES / ends.len())
             .clamp(1 << 10, 8 << 10)
             .to_string();
         let mut defaults = vec![
@@ -227,56 +272,54 @@ impl Dump {
             // next range) must not wait librdkafka's half second for more.
             defaults.push(("fetch.wait.max.ms", "1"));
         }
-        let reader = Reader::connect(&cfg.settings, &ours, &defaults, &cfg.topic, cfg.timeout)?;
-        // The index: per partition, the ranges it selects and where its
-        // coverage ends (`None`: no usable slice, the partition is scanned).
+        // Each topic's index: per partition, the ranges it selects and where
+        // its coverage ends (`None`: no usable slice, the partition is
+        // scanned).
         let predicate = Plan::parse(cfg.filter.as_deref());
-        let catalog = match &cfg.index_topic {
-            Some(index) => Catalog::read(&cfg.settings, &cfg.topic, index, cfg.timeout)?,
-            None => None,
-        };
         let window = (cfg.start.unwrap_or(0), cfg.end.unwrap_or(u64::MAX));
-        let plans: Vec<Option<indexed::PartPlan>> = ends
-            .iter()
-            .zip(&probe.partitions)
-            .map(|(&(low, high), id)| {
-                let slices = catalog.as_ref()?.slices.get(id)?;
-                plan_partition(slices, low, high, window, &predicate, cfg.linktype)
-            })
-            .collect();
+        let mut sources = Vec::with_capacity(cfg.topics.len());
+        let mut plans: Vec<Option<indexed::PartPlan>> = Vec::with_capacity(ends.len());
+        for (t, topic) in cfg.topics.iter().enumerate() {
+            let reader =
+                Reader::connect(&cfg.settings, &ours, &defaults, &topic.name, cfg.timeout)?;
+            let catalog = match &topic.index_topic {
+                Some(index) => Catalog::read(&cfg.settings, &topic.name, index, cfg.timeout)?,
+                None => None,
+            };
+            let topic_ends = ends.iter().filter(|(of, _)| *of == t).map(|(_, e)| e);
+            for (&(low, high), id) in topic_ends.zip(&probes[t].partitions) {
+                plans.push(catalog.as_ref().and_then(|catalog| {
+                    let slices = catalog.slices.get(id)?;
+                    plan_partition(slices, low, high, window, &predicate, cfg.linktype)
+                }));
+            }
+            sources.push(Source {
+                name: topic.name.clone(),
+                reader,
+                index_read: catalog.as_ref().is_some_and(|c| !c.slices.is_empty()),
+                counts: DumpSnapshot::default(),
+            });
+        }
         // Where the rest of each partition (what no slice covers at its
         // end, or all of it) is read from: found by searching the keys for
         // `--from`, as without an index.
         let rest_from: Vec<i64> = ends
             .iter()
             .zip(&plans)
-            .map(|(&(low, high), plan)| match plan {
+            .map(|(&(_, (low, high)), plan)| match plan {
                 None => low,
                 Some(plan) => plan.explain.tail_from.unwrap_or(high),
             })
             .collect();
-        let seeking = match cfg.start {
-            Some(start) if start > 0 => {
-                let target = start.saturating_sub(cfg.reorder_bound_us);
-                let target_ms = i64::try_from(target / 1000).unwrap_or(i64::MAX);
-                let hints = probe.offsets_for_time(target_ms, cfg.timeout);
-                let brackets = ends
-                    .iter()
-                    .zip(&rest_from)
-                    .zip(hints)
-                    .map(|((&(_, high), &from), hint)| {
-                        Bracket::new(from, high, target).with_hint(hint.filter(|&h| h >= from))
-                    })
-                    .collect();
-                Some(Seeking { probe, brackets })
+        let mut parts = Vec::with_capacity(ends.len());
+        let mut local = 0;
+        for (i, (&(source, (low, high)), plan)) in ends.iter().zip(&plans).enumerate() {
+            if i > 0 && ends[i - 1].0 != source {
+                local = 0;
             }
-            _ => None,
-        };
-        let settle = cfg.follow.then_some(SETTLE_MS);
-        let parts: Vec<Part> = ends
-            .iter()
-            .zip(&plans)
-            .map(|(&(low, high), plan)| Part {
+            parts.push(Part {
+                source,
+                local,
                 stop: if cfg.follow { i64::MAX } else { high },
                 past_end: 0,
                 ranges: VecDeque::new(),
@@ -284,24 +327,62 @@ impl Dump {
                 low,
                 high,
                 plan: plan.as_ref().map(|p| p.explain.clone()),
-            })
-            .collect();
+            });
+            local += 1;
+        }
+        let seeking = match cfg.start {
+            Some(start) if start > 0 => {
+                let target = start.saturating_sub(cfg.reorder_bound_us);
+                let target_ms = i64::try_from(target / 1000).unwrap_or(i64::MAX);
+                let hints: Vec<Option<i64>> = probes
+                    .iter()
+                    .flat_map(|probe| probe.offsets_for_time(target_ms, cfg.timeout))
+                    .collect();
+                let brackets = parts
+                    .iter()
+                    .zip(&rest_from)
+                    .zip(hints)
+                    .map(|((part, &from), hint)| {
+                        Bracket::new(from, part.high, target).with_hint(hint.filter(|&h| h >= from))
+                    })
+                    .collect();
+                Some(Seeking { probes, brackets })
+            }
+            _ => None,
+        };
+        let writer = match cfg.format {
+            Format::Pcap => CaptureWriter::pcap(output, cfg.linktype),
+            Format::Pcapng => {
+                let interfaces: Vec<(String, u32)> = cfg
+                    .topics
+                    .iter()
+                    .map(|t| (t.name.clone(), cfg.linktype))
+                    .collect();
+                let application = concat!("fastcapa ", env!("CARGO_PKG_VERSION"));
+                CaptureWriter::pcapng(output, application, &interfaces)
+            }
+        };
+        let settle = cfg.follow.then_some(SETTLE_MS);
         let mut dump = Dump {
-            writer: PcapWriter::new(output, cfg.linktype),
-            merge: Merge::new(partitions, cfg.reorder_bound_us, settle, cfg.max_held_bytes),
+            writer,
+            merge: Merge::new(
+                parts.len(),
+                cfg.reorder_bound_us,
+                settle,
+                cfg.max_held_bytes,
+            ),
             cfg,
-            reader,
+            sources,
             seeking,
             filter,
             parts,
-            counts: DumpSnapshot::default(),
+            written: 0,
             last_written: 0,
             epoch: Instant::now(),
             progress_at: Instant::now(),
             done: false,
             planned_any: plans.iter().any(Option::is_some),
             planned: plans.into_iter().map(|p| p.map(|p| p.ranges)).collect(),
-            index_read: catalog.as_ref().is_some_and(|c| !c.slices.is_empty()),
             predicate: predicate.to_string(),
         };
         if dump.seeking.is_none() {
@@ -312,15 +393,27 @@ impl Dump {
 
     /// What the index made of the query (see `--explain`).
     pub fn explain(&self) -> Explain {
+        let topics = self
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(t, source)| TopicExplain {
+                topic: source.name.clone(),
+                index: source.index_read,
+                partitions: self
+                    .parts
+                    .iter()
+                    .filter(|part| part.source == t)
+                    .map(|part| {
+                        let id = source.reader.partitions[part.local];
+                        (id, part.low, part.high, part.plan.clone())
+                    })
+                    .collect(),
+            })
+            .collect();
         Explain {
-            index: self.index_read,
             predicate: self.predicate.clone(),
-            partitions: self
-                .parts
-                .iter()
-                .zip(&self.reader.partitions)
-                .map(|(part, &id)| (id, part.low, part.high, part.plan.clone()))
-                .collect(),
+            topics,
         }
     }
 
@@ -338,7 +431,7 @@ impl Dump {
                 None => self.merge.finish(p),
                 Some(&(first, _)) => {
                     part.position = first;
-                    self.reader.start(p, first)?;
+                    self.sources[part.source].reader.start(part.local, first)?;
                 }
             }
         }
@@ -362,7 +455,9 @@ impl Dump {
             }
             if Instant::now() >= deadline {
                 self.writer.flush()?;
-                self.reader.serve_events();
+                for source in &self.sources {
+                    source.reader.serve_events();
+                }
                 return Ok(false);
             }
             self.read_next(deadline)?;
@@ -380,10 +475,22 @@ impl Dump {
         Ok(())
     }
 
+    /// The counts of every topic added up.
     pub fn counters(&self) -> DumpSnapshot {
-        self.counts
+        self.sources
+            .iter()
+            .fold(DumpSnapshot::default(), |sum, s| sum.plus(&s.counts))
     }
 
+    /// Each topic's name and counts, in the query's order.
+    pub fn topic_counters(&self) -> Vec<(&str, DumpSnapshot)> {
+        self.sources
+            .iter()
+            .map(|s| (s.name.as_str(), s.counts))
+            .collect()
+    }
+
+    /// Partitions of every topic of the query.
     pub fn partitions(&self) -> usize {
         self.parts.len()
     }
@@ -392,15 +499,26 @@ impl Dump {
         self.epoch.elapsed().as_millis().min(u32::MAX as u128) as u32
     }
 
+    /// `topic partition N`, for errors.
+    fn describe(&self, p: usize) -> String {
+        let part = &self.parts[p];
+        let source = &self.sources[part.source];
+        format!(
+            "{} partition {}",
+            source.name, source.reader.partitions[part.local]
+        )
+    }
+
     /// One or more rounds of the `--from` search; true once it is over and
     /// reading has started.
     fn seek(&mut self, deadline: Instant) -> Result<bool, DumpError> {
         let timeout = self.cfg.timeout;
-        let Some(seeking) = self.seeking.as_mut() else {
+        let Some(mut seeking) = self.seeking.take() else {
             return Ok(true);
         };
         while seeking.brackets.iter().any(|b| !b.resolved()) {
             if Instant::now() >= deadline {
+                self.seeking = Some(seeking);
                 return Ok(false);
             }
             let probes: Vec<(usize, i64)> = seeking
@@ -411,13 +529,16 @@ impl Dump {
                 .collect();
             // Every partition moves first, so librdkafka fetches them together.
             for &(p, offset) in &probes {
-                seeking.probe.start(p, offset)?;
+                let part = &self.parts[p];
+                seeking.probes[part.source].start(part.local, offset)?;
             }
             for &(p, offset) in &probes {
+                let (source, local) = (self.parts[p].source, self.parts[p].local);
+                let probe = &mut seeking.probes[source];
                 let mut records: Vec<(i64, Option<u64>)> = Vec::new();
                 let asked = Instant::now();
                 let reached_end = loop {
-                    let (_, signals) = seeking.probe.read(p, Duration::from_millis(100), |m| {
+                    let (_, signals) = probe.read(local, Duration::from_millis(100), |m| {
                         records.push((m.offset(), usable_key(m.key())));
                     })?;
                     if signals.end_at.is_some() {
@@ -427,16 +548,14 @@ impl Dump {
                         break false;
                     }
                     if asked.elapsed() > timeout {
+                        let reason = probe
+                            .take_error()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default();
                         return Err(DumpError::Kafka(format!(
-                            "no answer from {} partition {} within {} s{}",
-                            self.cfg.topic,
-                            self.reader.partitions[p],
+                            "no answer from {} within {} s{reason}",
+                            self.describe(p),
                             timeout.as_secs_f64(),
-                            seeking
-                                .probe
-                                .take_error()
-                                .map(|e| format!(": {e}"))
-                                .unwrap_or_default()
                         )));
                     }
                 };
@@ -444,7 +563,6 @@ impl Dump {
             }
         }
         let starts: Vec<i64> = seeking.brackets.iter().map(Bracket::start).collect();
-        self.seeking = None;
         self.start_reading(&starts)?;
         Ok(true)
     }
@@ -496,15 +614,14 @@ impl Dump {
         };
         let got = self.read_partition(p, wait.min(Duration::from_millis(100)))?;
         if !got && self.progress_at.elapsed() > self.cfg.timeout {
-            let reason = self
+            let reason = self.sources[self.parts[p].source]
                 .reader
                 .take_error()
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default();
             return Err(DumpError::Kafka(format!(
-                "no records from {} partition {} for {} s{reason}",
-                self.cfg.topic,
-                self.reader.partitions[p],
+                "no records from {} for {} s{reason}",
+                self.describe(p),
                 self.cfg.timeout.as_secs_f64()
             )));
         }
@@ -520,7 +637,8 @@ impl Dump {
             .map_or(0, |d| d.as_micros() as u64);
         if self.merge.is_caught_up(p) && wall_us > end.saturating_add(self.cfg.reorder_bound_us) {
             self.merge.finish(p);
-            self.reader.stop(p);
+            let part = &self.parts[p];
+            self.sources[part.source].reader.stop(part.local);
         }
     }
 
@@ -529,21 +647,22 @@ impl Dump {
     fn read_partition(&mut self, p: usize, wait: Duration) -> Result<bool, DumpError> {
         let Dump {
             cfg,
-            reader,
+            sources,
             filter,
             merge,
             parts,
-            counts,
             epoch,
             progress_at,
             ..
         } = self;
         let part = &mut parts[p];
+        let Source { reader, counts, .. } = &mut sources[part.source];
+        let local = part.local;
         let (start, end) = (cfg.start.unwrap_or(0), cfg.end.unwrap_or(u64::MAX));
         let bound = cfg.reorder_bound_us;
         let past = end.saturating_add(bound);
         let now_ms = epoch.elapsed().as_millis().min(u32::MAX as u128) as u32;
-        let (records, signals) = reader.read(p, wait, |m: &Msg<'_>| {
+        let (records, signals) = reader.read(local, wait, |m: &Msg<'_>| {
             let offset = m.offset();
             part.position = part.position.max(offset + 1);
             while part.ranges.front().is_some_and(|&(_, end)| offset >= end) {
@@ -624,11 +743,11 @@ impl Dump {
         }
         if finished {
             merge.finish(p);
-            reader.stop(p);
+            reader.stop(local);
         } else if let Some(&(start, _)) = part.ranges.front() {
             // The next range is further on than the reader: move it there.
             if part.position < start {
-                reader.start(p, start)?;
+                reader.start(local, start)?;
                 part.position = start;
             }
         }
@@ -652,14 +771,19 @@ impl Dump {
     }
 
     fn write(&mut self, held: Held) -> Result<(), DumpError> {
+        let source = self.parts[held.partition as usize].source;
+        let counts = &mut self.sources[source].counts;
         if held.key < self.last_written {
-            self.counts.out_of_order += 1;
+            counts.out_of_order += 1;
         }
         self.last_written = self.last_written.max(held.key);
-        self.writer.write(held.key, &held.frame, held.wire_len)?;
-        self.counts.written += 1;
-        self.counts.written_bytes += held.frame.len() as u64;
-        if self.cfg.count != 0 && self.counts.written >= self.cfg.count {
+        // Topic `source` is the file's interface `source` (pcapng).
+        self.writer
+            .write(source as u32, held.key, &held.frame, held.wire_len)?;
+        counts.written += 1;
+        counts.written_bytes += held.frame.len() as u64;
+        self.written += 1;
+        if self.cfg.count != 0 && self.written >= self.cfg.count {
             self.done = true;
         }
         Ok(())

@@ -11,6 +11,7 @@
 
 use std::io::{self, Write};
 
+use super::pcapng;
 use crate::kafka::codec::{decode_key, OrigLen};
 
 /// The snapshot length of the file, and the most bytes a record may carry:
@@ -101,16 +102,26 @@ pub fn accept(key: Option<&[u8]>, value: Option<&[u8]>, orig: OrigLen) -> Result
     })
 }
 
-/// Writes a classic pcap file through one large buffer.
-pub struct PcapWriter<W: Write> {
-    out: W,
-    buf: Vec<u8>,
+/// The file's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Classic pcap: one link type, no interfaces.
+    Pcap,
+    /// pcapng: one interface per topic, named after it.
+    Pcapng,
 }
 
-impl<W: Write> PcapWriter<W> {
-    /// Starts the file: the header is written with the first flush.
-    pub fn new(out: W, linktype: u32) -> PcapWriter<W> {
-        let mut buf = Vec::with_capacity(WRITE_BUFFER + PCAP_SNAPLEN as usize + 16);
+/// Writes a capture file (classic pcap or pcapng) through one large buffer.
+pub struct CaptureWriter<W: Write> {
+    out: W,
+    buf: Vec<u8>,
+    format: Format,
+}
+
+impl<W: Write> CaptureWriter<W> {
+    /// Starts a classic pcap file: the header is written with the first flush.
+    pub fn pcap(out: W, linktype: u32) -> CaptureWriter<W> {
+        let mut buf = Vec::with_capacity(WRITE_BUFFER + PCAP_SNAPLEN as usize + 64);
         buf.extend_from_slice(&0xA1B2_C3D4u32.to_ne_bytes());
         buf.extend_from_slice(&2u16.to_ne_bytes());
         buf.extend_from_slice(&4u16.to_ne_bytes());
@@ -118,24 +129,57 @@ impl<W: Write> PcapWriter<W> {
         buf.extend_from_slice(&0u32.to_ne_bytes()); // sigfigs
         buf.extend_from_slice(&PCAP_SNAPLEN.to_ne_bytes());
         buf.extend_from_slice(&linktype.to_ne_bytes());
-        PcapWriter { out, buf }
+        CaptureWriter {
+            out,
+            buf,
+            format: Format::Pcap,
+        }
+    }
+
+    /// Starts a pcapng file: a section naming `application`, then one
+    /// interface per `(name, linktype)`, in order (a record's `interface`
+    /// is its index there).
+    pub fn pcapng(out: W, application: &str, interfaces: &[(String, u32)]) -> CaptureWriter<W> {
+        let mut buf = Vec::with_capacity(WRITE_BUFFER + PCAP_SNAPLEN as usize + 64);
+        pcapng::section_header(&mut buf, application);
+        for (name, linktype) in interfaces {
+            pcapng::interface_description(&mut buf, name, *linktype, PCAP_SNAPLEN);
+        }
+        CaptureWriter {
+            out,
+            buf,
+            format: Format::Pcapng,
+        }
     }
 
     /// Appends one record: `frame` (at most [`PCAP_SNAPLEN`] bytes, the
-    /// caller cuts) captured at `ts_us` (a time [`record_time`] accepts),
-    /// `wire_len` bytes long on the wire.
+    /// caller cuts) captured on `interface` (pcapng only) at `ts_us` (a
+    /// time [`record_time`] accepts), `wire_len` bytes long on the wire.
     #[inline]
-    pub fn write(&mut self, ts_us: u64, frame: &[u8], wire_len: u32) -> io::Result<()> {
+    pub fn write(
+        &mut self,
+        interface: u32,
+        ts_us: u64,
+        frame: &[u8],
+        wire_len: u32,
+    ) -> io::Result<()> {
         debug_assert!(frame.len() <= PCAP_SNAPLEN as usize);
-        let (seconds, micros) = record_time(ts_us).unwrap_or_default();
-        let caplen = frame.len() as u32;
-        let mut header = [0u8; 16];
-        header[0..4].copy_from_slice(&seconds.to_ne_bytes());
-        header[4..8].copy_from_slice(&micros.to_ne_bytes());
-        header[8..12].copy_from_slice(&caplen.to_ne_bytes());
-        header[12..16].copy_from_slice(&wire_len.max(caplen).to_ne_bytes());
-        self.buf.extend_from_slice(&header);
-        self.buf.extend_from_slice(frame);
+        match self.format {
+            Format::Pcap => {
+                let (seconds, micros) = record_time(ts_us).unwrap_or_default();
+                let caplen = frame.len() as u32;
+                let mut header = [0u8; 16];
+                header[0..4].copy_from_slice(&seconds.to_ne_bytes());
+                header[4..8].copy_from_slice(&micros.to_ne_bytes());
+                header[8..12].copy_from_slice(&caplen.to_ne_bytes());
+                header[12..16].copy_from_slice(&wire_len.max(caplen).to_ne_bytes());
+                self.buf.extend_from_slice(&header);
+                self.buf.extend_from_slice(frame);
+            }
+            Format::Pcapng => {
+                pcapng::enhanced_packet(&mut self.buf, interface, ts_us, frame, wire_len)
+            }
+        }
         if self.buf.len() >= WRITE_BUFFER {
             self.flush()?;
         }
@@ -288,15 +332,65 @@ mod tests {
         ];
         {
             let file = std::fs::File::create(&path).unwrap();
-            let mut w = PcapWriter::new(file, 1);
+            let mut w = CaptureWriter::pcap(file, 1);
             for (ts, frame, wire) in &records {
-                w.write(*ts, frame, *wire).unwrap();
+                w.write(0, *ts, frame, *wire).unwrap();
             }
             w.flush().unwrap();
         }
         let mut cap = pcap::Capture::from_file(&path).unwrap();
         assert_eq!(cap.get_datalink(), pcap::Linktype::ETHERNET);
         for (ts, frame, wire) in &records {
+            let p = cap.next_packet().unwrap();
+            let secs = p.header.ts.tv_sec as u32;
+            assert_eq!(
+                (secs, p.header.ts.tv_usec as u32),
+                record_time(*ts).unwrap()
+            );
+            assert_eq!((p.header.caplen, p.header.len), (frame.len() as u32, *wire));
+            assert_eq!(p.data, &frame[..]);
+        }
+        assert!(matches!(cap.next_packet(), Err(pcap::Error::NoMorePackets)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_pcapng_file_is_what_libpcap_reads() {
+        let dir = std::env::temp_dir().join(format!("fcapa-pcapng-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.pcapng");
+        // Odd lengths exercise the padding; the last time is one a signed
+        // reader wrapped, written as classic pcap writes it.
+        let records: Vec<(u32, u64, Vec<u8>, u32)> = vec![
+            (0, 1_700_000_000_000_001, vec![1; 61], 61),
+            (1, 1_700_000_000_999_999, vec![2; 97], 1514),
+            (0, 0, vec![], 0),
+            (
+                1,
+                LATEST_KEY_US,
+                vec![4; PCAP_SNAPLEN as usize],
+                PCAP_SNAPLEN + 10,
+            ),
+            (0, u64::MAX, vec![5; 22], 22),
+        ];
+        let interfaces = [
+            ("east".to_string(), 1),
+            ("a-much-longer-name".to_string(), 1),
+        ];
+        {
+            let file = std::fs::File::create(&path).unwrap();
+            let mut w = CaptureWriter::pcapng(file, "fastcapa test", &interfaces);
+            for (interface, ts, frame, wire) in &records {
+                w.write(*interface, *ts, frame, *wire).unwrap();
+            }
+            w.flush().unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() % 4, 0, "blocks are padded to 32 bits");
+        assert!(bytes.windows(13).any(|w| w == b"fastcapa test"));
+        let mut cap = pcap::Capture::from_file(&path).unwrap();
+        assert_eq!(cap.get_datalink(), pcap::Linktype::ETHERNET);
+        for (_, ts, frame, wire) in &records {
             let p = cap.next_packet().unwrap();
             let secs = p.header.ts.tv_sec as u32;
             assert_eq!(
@@ -323,9 +417,9 @@ mod tests {
                 Ok(())
             }
         }
-        let mut w = PcapWriter::new(Counting(Vec::new(), 0), 1);
+        let mut w = CaptureWriter::pcap(Counting(Vec::new(), 0), 1);
         for i in 0..100_000u64 {
-            w.write(i, &[0u8; 64], 64).unwrap();
+            w.write(0, i, &[0u8; 64], 64).unwrap();
         }
         w.flush().unwrap();
         let out = w.get_ref();
@@ -344,8 +438,8 @@ mod tests {
                 Ok(())
             }
         }
-        let mut w = PcapWriter::new(Gone, 1);
-        w.write(1, &[0u8; 64], 64).unwrap();
+        let mut w = CaptureWriter::pcap(Gone, 1);
+        w.write(0, 1, &[0u8; 64], 64).unwrap();
         assert_eq!(w.flush().unwrap_err().kind(), io::ErrorKind::BrokenPipe);
         assert!(w.flush().is_ok(), "nothing left to write");
     }
