@@ -40,7 +40,8 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
         "(8 bytes, big-endian), value = the frame.",
         epilog="Subcommands: 'fastcapa capture' (the default), 'fastcapa dump' "
         "(Kafka back to a pcap file; see fastcapa dump --help) and 'fastcapa index' "
-        "(the index that lets dump read only what a query can match).",
+        "(the index that lets dump read only what a query can match). 'fastcapa extcap'"
+        " makes the topics a capture interface of Wireshark (see fastcapa extcap --help).",
         formatter_class=options.HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"fastcapa {__version__}")
@@ -413,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
             from fastcapa import index
 
             return index.run(argv[1:])
+        if argv[:1] == ["extcap"]:
+            from fastcapa import extcap
+
+            return extcap.run(argv[1:])
         if argv[:1] == ["capture"]:
             argv = argv[1:]
         return run_capture(argv)
