@@ -1,7 +1,7 @@
 //! fastcapa's data plane. Each module is one stage of the pipeline
-//! (see DESIGN.md): capture sources, the transmit ring, the transmit worker
-//! and its producer, and the counters they share. `py` is the only module
-//! that knows about Python.
+//! (docs/architecture.md): capture sources, the transmit ring, the transmit
+//! worker and its producer, the counters they share, and the way back (the
+//! dump and the index). `py` is the only module that knows about Python.
 
 pub mod afpacket;
 pub mod bpf;

@@ -63,8 +63,8 @@ TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 # the broker's logs and quotas, and batching suited to many small messages.
 # librdkafka sends one request per partition per batch, so at a live link's
 # rates its 5 ms linger makes many small requests: 20 ms cut them 3x and
-# fastcapa's CPU per frame by about a quarter with two queues (README,
-# Benchmarks), for 15 ms more latency, which a capture pipeline can spare.
+# fastcapa's CPU per frame by about a quarter with two queues
+# (docs/performance.md), for 15 ms more latency, which a capture pipeline can spare.
 PRODUCER_DEFAULTS: dict[str, str] = {
     "client.id": "fastcapa",
     "linger.ms": "20",

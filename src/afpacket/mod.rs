@@ -41,6 +41,7 @@
 //!   took any outer VLAN tag; [`Frame::write_to`] gives the frame as it was on
 //!   the wire, which is what goes to Kafka.
 //! * Dropping the queue unmaps the ring and closes the socket; the kernel then
+//!   leaves the fanout group and stops counting for it.
 
 use crate::bpf::BpfProgram;
 
@@ -141,7 +142,7 @@ impl FanoutMode {
 pub struct QueueConfig {
     /// Interface name, e.g. `eth0`.
     pub interface: String,
-    /// Ring size in frames (`-d`, default 4096): the ring is sized so that
+    /// Ring size in frames (`-d`, default 65536): the ring is sized so that
     /// about this many typical frames (<= 2 KiB) fit; see [`ring_geometry`].
     pub frames: u32,
     /// 0 = whole frame; else frames are cut to this many bytes, in the kernel
@@ -175,7 +176,7 @@ impl RingGeometry {
 }
 
 /// The ring for `frames` typical frames: `max(2, ceil(frames * 2048 / 128 KiB))`
-/// blocks of [`BLOCK_SIZE`]; the default 4096 frames gives 64 blocks, 8 MiB.
+/// blocks of [`BLOCK_SIZE`]; the default 65536 frames gives 1024 blocks, 128 MiB.
 /// Two blocks at least, so the kernel can fill one while we read the other.
 ///
 /// That many frames fit when blocks fill up before [`BLOCK_TIMEOUT_MS`]. On a
