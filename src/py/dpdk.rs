@@ -7,14 +7,14 @@ use std::sync::Mutex;
 
 use pyo3::prelude::*;
 
-use super::errors::{CaptureError, ConfigError};
-use super::live::Filter;
+use super::errors::ConfigError;
+use super::filter::Filter;
 use crate::dpdk::{self, Eal, PortConfig};
 
 /// Starts DPDK's EAL with `args` (the words of `--eal`); once per process.
 #[pyfunction]
 pub fn start_eal(args: Vec<String>) -> PyResult<()> {
-    Eal::init(&args).map_err(|e| CaptureError::new_err(e.to_string()))
+    Ok(Eal::init(&args)?)
 }
 
 /// One started ethernet port: its receive queues are configured, RSS
@@ -56,8 +56,7 @@ impl DpdkPort {
             burst: small("burst", burst)?,
             filter: filter.map(|f| f.get().program.clone()),
         };
-        let port =
-            dpdk::DpdkPort::open(config).map_err(|e| CaptureError::new_err(e.to_string()))?;
+        let port = dpdk::DpdkPort::open(config)?;
         Ok(DpdkPort {
             name: port.name().to_string(),
             driver: port.driver(),

@@ -10,24 +10,15 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::errors::{ConfigError, FastcapaError, KafkaError};
+use super::errors::{ConfigError, FastcapaError};
 use crate::counters::{DumpCounters, DumpSnapshot};
 use crate::dump::pcap::Format;
-use crate::dump::{DumpConfig, DumpError, TopicQuery, MAX_HELD_BYTES, REORDER_BOUND_US};
+use crate::dump::{DumpConfig, TopicQuery, MAX_HELD_BYTES, REORDER_BOUND_US};
 
 /// One dump: opened (connected, topic found, filter compiled) when made.
 #[pyclass(frozen, module = "fastcapa._fastcapa")]
 pub struct Dump {
     engine: Mutex<Option<crate::dump::Dump>>,
-}
-
-fn to_py(error: DumpError) -> PyErr {
-    match error {
-        DumpError::Io(e) => e.into(),
-        DumpError::Client(e) => e.into(),
-        DumpError::NoTopic(_) | DumpError::Filter(_) => ConfigError::new_err(error.to_string()),
-        DumpError::Kafka(_) => KafkaError::new_err(error.to_string()),
-    }
 }
 
 impl Dump {
@@ -121,7 +112,7 @@ impl Dump {
         };
         let engine = py
             .detach(|| crate::dump::Dump::open(cfg, File::from(output)))
-            .map_err(to_py)?;
+            ?;
         Ok(Dump {
             engine: Mutex::new(Some(engine)),
         })
@@ -132,15 +123,13 @@ impl Dump {
     /// reading, OSError if writing fails (BrokenPipeError: the reader left).
     fn run(&self, py: Python<'_>, seconds: f64) -> PyResult<bool> {
         let budget = Duration::from_secs_f64(seconds.clamp(0.0, 3600.0));
-        py.detach(|| self.with(|engine| engine.step(budget)))?
-            .map_err(to_py)
+        Ok(py.detach(|| self.with(|engine| engine.step(budget)))??)
     }
 
     /// Writes what still waits (after an interrupted run), in time order,
     /// and flushes.
     fn finish(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.with(|engine| engine.finish()))?
-            .map_err(to_py)
+        Ok(py.detach(|| self.with(|engine| engine.finish()))??)
     }
 
     /// `{name: value}` of the dump's counters (see DUMP_COUNTERS), every

@@ -8,17 +8,9 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::errors::{ConfigError, FastcapaError, KafkaError};
+use super::errors::{ConfigError, FastcapaError};
 use crate::counters::IndexCounters;
-use crate::index::indexer::{IndexError, IndexerConfig};
-
-fn to_py(error: IndexError) -> PyErr {
-    match error {
-        IndexError::Client(e) => e.into(),
-        IndexError::NoTopic(_) => ConfigError::new_err(error.to_string()),
-        IndexError::Kafka(_) => KafkaError::new_err(error.to_string()),
-    }
-}
+use crate::index::indexer::IndexerConfig;
 
 /// One member of an indexing group: joined when made.
 #[pyclass(frozen, module = "fastcapa._fastcapa")]
@@ -79,7 +71,7 @@ impl Indexer {
         };
         let engine = py
             .detach(|| crate::index::indexer::Indexer::open(cfg))
-            .map_err(to_py)?;
+            ?;
         Ok(Indexer {
             engine: Mutex::new(Some(engine)),
         })
@@ -89,8 +81,7 @@ impl Indexer {
     /// Raises KafkaError if Kafka fails for good.
     fn run(&self, py: Python<'_>, seconds: f64) -> PyResult<bool> {
         let budget = Duration::from_secs_f64(seconds.clamp(0.0, 3600.0));
-        py.detach(|| self.with(|engine| engine.step(budget)))?
-            .map_err(to_py)
+        Ok(py.detach(|| self.with(|engine| engine.step(budget)))??)
     }
 
     /// Reads the lag (records and capture time behind the newest records
@@ -103,8 +94,7 @@ impl Indexer {
     /// them, commits, leaves the group.
     fn finish(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
         let timeout = Duration::from_secs_f64(seconds.clamp(0.0, 3600.0));
-        py.detach(|| self.with(|engine| engine.finish(timeout)))?
-            .map_err(to_py)
+        Ok(py.detach(|| self.with(|engine| engine.finish(timeout)))??)
     }
 
     /// `{name: value}` of the indexer's counters (see INDEX_COUNTERS).

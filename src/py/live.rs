@@ -1,5 +1,6 @@
 //! The receive side of a live capture as Python objects, one per piece of
-//! the pipeline: a compiled `Filter`, one `AfPacketQueue` per receive queue,
+//! the pipeline: one `AfPacketQueue` per receive queue (its filter from
+//! `filter.rs`),
 //! one `RxWorker` (native thread) per queue, and the `RxGroup` they share
 //! (the stop, and `--count`). The control plane decides how many, which
 //! fanout group, which cores; these only carry that out.
@@ -9,48 +10,16 @@ use std::sync::{Arc, Mutex};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::errors::{CaptureError, ConfigError, FastcapaError};
+use super::errors::{ConfigError, FastcapaError};
+use super::filter::Filter;
 use super::readout::{drain_events, rx_dict, EventBatch};
 use super::ring::TxRing;
 use super::thread::Thread;
 use crate::afpacket::{FanoutMode, PacketQueue, QueueConfig};
-use crate::bpf::BpfProgram;
 use crate::counters::RxCounters;
 use crate::events::EventLog;
 use crate::ring::RingWriter;
 use crate::rx::{Idle, RxConfig, RxShared};
-
-/// A capture filter compiled by libpcap from tcpdump syntax.
-#[pyclass(frozen, module = "fastcapa._fastcapa")]
-pub struct Filter {
-    pub program: BpfProgram,
-}
-
-#[pymethods]
-impl Filter {
-    /// Compiles `expr` for live capture on `interface` (so `vlan` tests see
-    /// the tag the kernel takes off, as tcpdump's do); needs CAP_NET_RAW.
-    /// ConfigError for an expression libpcap refuses.
-    #[staticmethod]
-    fn compile_live(expr: &str, snaplen: u32, interface: &str) -> PyResult<Filter> {
-        let program = BpfProgram::compile_live(expr, snaplen, interface).map_err(capture_error)?;
-        Ok(Filter { program })
-    }
-
-    /// Compiles `expr` for Ethernet frames as they are on the wire, to be
-    /// run in user space on each frame (DPDK: there is no kernel to run
-    /// it). ConfigError for an expression libpcap refuses.
-    #[staticmethod]
-    fn compile_user(expr: &str) -> PyResult<Filter> {
-        let program = BpfProgram::compile_offline(expr, 1).map_err(capture_error)?;
-        Ok(Filter { program })
-    }
-
-    /// Instructions in the program.
-    fn __len__(&self) -> usize {
-        self.program.len()
-    }
-}
 
 /// One AF_PACKET receive queue: a socket with its mapped TPACKET_V3 ring,
 /// capturing from the moment it is made. Its receive worker takes it over.
@@ -90,7 +59,7 @@ impl AfPacketQueue {
             filter: filter.map(|f| f.get().program.clone()),
             promiscuous,
         };
-        let queue = PacketQueue::open(&config).map_err(capture_error)?;
+        let queue = PacketQueue::open(&config)?;
         Ok(AfPacketQueue {
             queue: Mutex::new(Some(queue)),
             interface: interface.to_string(),
@@ -276,12 +245,4 @@ fn take_queue(queue: &Bound<'_, PyAny>) -> PyResult<AnyQueue> {
         "a receive worker needs a receive queue, not {}",
         queue.get_type().name()?
     )))
-}
-
-fn capture_error(error: crate::source::CaptureError) -> PyErr {
-    use crate::source::CaptureError as E;
-    match error {
-        E::InvalidFilter { .. } => ConfigError::new_err(error.to_string()),
-        other => CaptureError::new_err(other.to_string()),
-    }
 }

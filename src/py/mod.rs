@@ -6,6 +6,7 @@
 mod dpdk;
 mod dump;
 pub mod errors;
+mod filter;
 mod index;
 mod live;
 mod readout;
@@ -20,7 +21,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     m.add_class::<ring::TxRing>()?;
     m.add_class::<replay::FileSource>()?;
-    m.add_class::<live::Filter>()?;
+    m.add_class::<filter::Filter>()?;
     m.add_class::<live::AfPacketQueue>()?;
     m.add_class::<live::RxGroup>()?;
     m.add_class::<live::RxWorker>()?;
