@@ -9,7 +9,11 @@ use crate::afpacket::interface_index;
 use crate::source::CaptureError;
 
 /// Snap length [`BpfProgram::compile`] uses when asked for 0 (tcpdump's maximum).
-pub const DEFAULT_FILTER_SNAPLEN: u32 = 262_144;
+pub const DEFAULT_FILTER_SNAPLEN: u32 = MAX_SNAPLEN;
+
+/// libpcap's largest snapshot length (`MAXIMUM_SNAPLEN`), and tcpdump's
+/// default: libpcap refuses a capture file record longer than this.
+pub const MAX_SNAPLEN: u32 = 262_144;
 
 /// The kernel's limit on a classic BPF program (`BPF_MAXINSNS`).
 pub(crate) const BPF_MAXINSNS: usize = 4096;

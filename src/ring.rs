@@ -27,6 +27,13 @@ use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 
+/// Bytes of frame a slot holds without growing its buffer: whole frames
+/// of a standard MTU, and any frame cut to a snaplen up to this.
+pub const SLOT_DATA_BYTES: usize = 2048;
+
+/// A slot's own bytes besides its frame buffer (for the memory budget).
+pub const SLOT_OVERHEAD_BYTES: usize = std::mem::size_of::<Slot>();
+
 /// One frame waiting for a transmit worker.
 #[derive(Debug, Default)]
 pub struct Slot {

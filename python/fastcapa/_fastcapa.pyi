@@ -11,6 +11,9 @@ DUMP_COUNTERS: list[str]
 DUMP_REORDER_BOUND_US: int
 INDEX_COUNTERS: list[str]
 INDEX_SLICE_RECORDS: int
+MAX_SNAPLEN: int
+SLOT_DATA_BYTES: int
+SLOT_OVERHEAD_BYTES: int
 
 _Fanout = Literal["hash", "qm", "cpu", "lb"]
 _Idle = Literal["spin", "poll"]

@@ -17,6 +17,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Literal
 
+from fastcapa import _fastcapa
 from fastcapa.errors import ConfigError
 
 INI_SECTIONS = ("kafka-global", "kafka-topic")
@@ -25,7 +26,7 @@ INI_SECTIONS = ("kafka-global", "kafka-topic")
 # becomes, and none may ask for more memory or threads than any machine has.
 MAX_QUEUES = 256  # receive queues or transmit workers (a fanout group's old kernel limit)
 MAX_SLOTS = 1 << 24  # ring sizes and bursts, in frames
-MAX_SNAPLEN = 262144  # tcpdump's and libpcap's largest snapshot length
+MAX_SNAPLEN = _fastcapa.MAX_SNAPLEN  # tcpdump's and libpcap's largest snapshot length
 MAX_COUNT = (1 << 63) - 1
 MAX_SECONDS = 1e9  # about 31 years; far beyond it, durations overflow
 MAX_CPU = 8191  # the largest core number Linux supports (NR_CPUS = 8192)
@@ -33,7 +34,7 @@ MAX_CPU = 8191  # the largest core number Linux supports (NR_CPUS = 8192)
 # (up to 2 KiB each, plus their bookkeeping), and each receive queue maps a
 # kernel ring of about 2 KiB per frame of -d. Past half of the machine's
 # memory, a start would end in the OOM killer rather than in an error.
-SLOT_BYTES = 2048 + 64
+SLOT_BYTES = _fastcapa.SLOT_DATA_BYTES + _fastcapa.SLOT_OVERHEAD_BYTES
 MAX_CONFIG_BYTES = 1 << 20
 RX_FRAME_BYTES = 2048
 # DPDK: descriptors per receive queue when -d is not given (what NICs

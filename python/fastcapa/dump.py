@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from fastcapa._fastcapa import MAX_SNAPLEN
 from fastcapa.config import explain_connection_failure
 from fastcapa.errors import ConfigError, FastcapaError, KafkaError
 from fastcapa.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
@@ -93,7 +94,7 @@ def _details(counts: dict[str, int], filtered: bool, window: bool, bound_s: floa
         total = sum(skipped.values())
         parts.append(f"skipped {total} record{'s' if total > 1 else ''} ({kinds})")
     if counts["cut"]:
-        parts.append(f"{counts['cut']} cut to 262144 bytes, the pcap limit")
+        parts.append(f"{counts['cut']} cut to {MAX_SNAPLEN} bytes, the pcap limit")
     if counts["bad_orig_len"]:
         parts.append(
             f"{counts['bad_orig_len']} with a malformed orig_len header"

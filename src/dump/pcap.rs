@@ -17,7 +17,7 @@ use crate::kafka::codec::{decode_key, OrigLen};
 /// The snapshot length of the file, and the most bytes a record may carry:
 /// libpcap refuses a record with a longer captured length (its
 /// `MAXIMUM_SNAPLEN`), and tcpdump's default snap length is the same.
-pub const PCAP_SNAPLEN: u32 = 262_144;
+pub const PCAP_SNAPLEN: u32 = crate::bpf::MAX_SNAPLEN;
 
 /// The latest capture time a record can hold: its seconds field is an
 /// unsigned 32-bit number (1970 to 2106-02-07).

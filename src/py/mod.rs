@@ -53,6 +53,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         crate::index::slice::DEFAULT_SLICE_RECORDS,
     )?;
     m.add("DUMP_REORDER_BOUND_US", crate::dump::REORDER_BOUND_US)?;
+    m.add("MAX_SNAPLEN", crate::bpf::MAX_SNAPLEN)?;
+    m.add("SLOT_DATA_BYTES", crate::ring::SLOT_DATA_BYTES)?;
+    m.add("SLOT_OVERHEAD_BYTES", crate::ring::SLOT_OVERHEAD_BYTES)?;
     Ok(())
 }
 
