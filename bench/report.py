@@ -8,6 +8,9 @@ from pathlib import Path
 
 from scenarios import FASTCAPA_LIVE, summarize_live, summarize_replay
 
+# Sections `pool` carries over from one run, and their key in the ratios.
+CARRIED = {"wayback": "wayback", "dpdk": "dpdk net_null 64B"}
+
 
 def pool(paths: list[Path]) -> dict:
     """One result from several runs' files: every repeat of every file,
@@ -47,6 +50,17 @@ def pool(paths: list[Path]) -> dict:
                     runs, startup, first["frames"], round(payload)
                 )
     pooled["ratios"] = ratios(pooled)
+    # The way back and net_null are measured once per run, not pooled: taken
+    # as they stand from the last file that holds them (named), with that
+    # run's own ratios (a ratio means something only within one run).
+    for section, key in CARRIED.items():
+        held = [(path, r) for path, r in zip(paths, results, strict=True) if section in r]
+        if held:
+            path, r = held[-1]
+            pooled[section] = r[section]
+            pooled[f"{section}_from"] = path.name
+            if key in r.get("ratios", {}):
+                pooled["ratios"][key] = r["ratios"][key]
     return pooled
 
 
@@ -203,13 +217,19 @@ def markdown(result: dict) -> str:
     if "wayback" in result:
         import wayback
 
-        lines += wayback.markdown(result["wayback"])
+        lines += carried(result, "wayback") + wayback.markdown(result["wayback"])
     if "dpdk" in result:
         import dpdk_null
 
-        lines += dpdk_null.markdown(result["dpdk"])
+        lines += carried(result, "dpdk") + dpdk_null.markdown(result["dpdk"])
     lines += ["Ratios:", "", "```", json.dumps(result["ratios"], indent=1), "```", ""]
     return "\n".join(lines)
+
+
+def carried(result: dict, section: str) -> list[str]:
+    """The line naming the one run a pooled result took `section` from."""
+    run = result.get(f"{section}_from")
+    return [f"From {run} alone (not pooled):", ""] if run else []
 
 
 def machine_text(result: dict) -> str:
