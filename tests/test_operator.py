@@ -167,14 +167,29 @@ def test_unreachable_kafka_is_an_error_after_the_connect_timeout(command, tmp_pa
     assert took < 30, f"gave up only after {took:.0f} s"
 
 
+# In the child, before the command line runs: every report counts one frame
+# more delivered by the first transmit worker than Kafka acknowledged.
+SKEW_DELIVERED = """
+from fastcapa import stats
+collect = stats.Snapshot.collect.__func__
+def skewed(cls, queues, ring_fill, workers):
+    if workers:
+        workers = [{**workers[0], "delivered": workers[0]["delivered"] + 1}, *workers[1:]]
+    return collect(cls, queues, ring_fill, workers)
+stats.Snapshot.collect = classmethod(skewed)
+"""
+
+
 def test_accounting_that_does_not_add_up_is_one_line_and_exit_1(
     kafka, new_topic, tmp_path, fastcapa
 ):
-    """No honest run breaks the sums of the final report, so the test-only
-    FASTCAPA_TEST_SKEW_DELIVERED counts one frame more delivered than Kafka
-    acknowledged. Every frame is still delivered and the final table
-    printed, then one error line names the sum that fails, and the exit
-    status is 1; the same run without the skew exits 0."""
+    """No honest run breaks the sums of the final report, so the child is
+    given figures that count one frame more delivered than Kafka
+    acknowledged (SKEW_DELIVERED, put in the snapshot's source; the check
+    itself is tested on hand-built figures in test_accounting.py). Every
+    frame is still delivered and the final table printed, then one error
+    line names the sum that fails, and the exit status is 1; the same run
+    without the skew exits 0."""
     from fastcapa_support import capgen
 
     capture = tmp_path / "small.pcap"
@@ -182,7 +197,7 @@ def test_accounting_that_does_not_add_up_is_one_line_and_exit_1(
     topic = new_topic(config=KEEP)
     stats = tmp_path / "stats.jsonl"
     args = ["-r", str(capture), "-t", topic, "-k", kafka.bootstrap, "--stats-json", str(stats)]
-    run = fastcapa(*args, env={"FASTCAPA_TEST_SKEW_DELIVERED": "1"})
+    run = fastcapa(*args, seam=SKEW_DELIVERED)
     assert run.status == 1 and "Traceback" not in run.stderr, run.stderr
     assert run.error_lines == [
         "fastcapa: error: accounting does not add up: taken in 200 != delivered 201"

@@ -46,11 +46,6 @@ TICK = 0.05
 SLOT_BYTES = 2048
 # How long `close` waits for an aborted worker before it gives up on it.
 ABORT_JOIN_SECONDS = 10.0
-# Test-only, never set in operation (docs/testing.md): frames added to what
-# the first transmit worker says it delivered, so that the tests can see
-# the accounting check of the final report fail, which no honest run does.
-_skew = os.environ.get("FASTCAPA_TEST_SKEW_DELIVERED", "")
-_TEST_SKEW_DELIVERED = int(_skew) if _skew.isascii() and _skew.isdigit() else 0
 
 
 class ReceiveWorker(Protocol):
@@ -334,8 +329,6 @@ class Pipeline:
             counters = receiver.counters()
             queues.extend(counters if isinstance(counters, list) else [counters])
         workers = [worker.counters() for worker in self.workers]
-        if _TEST_SKEW_DELIVERED and workers:
-            workers[0] = {**workers[0], "delivered": workers[0]["delivered"] + _TEST_SKEW_DELIVERED}
         return Snapshot.collect(queues, [ring.fill() for ring in self.rings], workers)
 
     def _report_events(self) -> None:

@@ -29,13 +29,28 @@ class Run:
         return [line for line in self.stderr.splitlines() if "error" in line]
 
 
+def fastcapa_command(*args: str, seam: str | None = None) -> list[str]:
+    """The command line that runs `fastcapa args...`. `seam`: Python code the
+    child runs first, in the process that then runs the command line
+    (`fastcapa.cli.main`): how a test puts something in that no honest run
+    does (figures that do not add up, say) without a hook in fastcapa itself."""
+    if seam is None:
+        return [sys.executable, "-m", "fastcapa", *args]
+    main = "import sys\nfrom fastcapa.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    return [sys.executable, "-c", f"{seam}\n{main}", *args]
+
+
 def run_fastcapa(
-    *args: str, timeout: float = 120, stdin: bytes | None = None, env: dict | None = None
+    *args: str,
+    timeout: float = 120,
+    stdin: bytes | None = None,
+    env: dict | None = None,
+    seam: str | None = None,
 ) -> Run:
     """Runs the installed `fastcapa` command as an operator would; `env`
-    adds to (or overrides) the environment."""
+    adds to (or overrides) the environment; `seam` as `fastcapa_command`."""
     proc = subprocess.run(
-        [sys.executable, "-m", "fastcapa", *args],
+        fastcapa_command(*args, seam=seam),
         capture_output=True,
         timeout=timeout,
         input=stdin,
