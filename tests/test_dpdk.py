@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ import pytest
 from fastcapa import _fastcapa
 from fastcapa_support import capgen as gen_capture
 from fastcapa_support import corpus
+from fastcapa_support.frames import udp_frame
 from fastcapa_support.kafka_read import read_topic
 from fastcapa_support.netns import VethPair, netns_available
 from fastcapa_support.pcapref import read_capture
@@ -27,7 +27,7 @@ from fastcapa_support.runner import (
     assert_accounting,
     assert_clean_failure,
     assert_stream_delivered,
-    udp_frame,
+    start_fastcapa,
     write_capture,
 )
 
@@ -255,12 +255,9 @@ def test_two_probes_side_by_side(kafka, new_topic, fastcapa, tmp_path):
     """Each probe has its own EAL runtime directory: two run at once, and
     neither leaves it behind."""
     procs = [
-        subprocess.Popen(
-            [
-                *(sys.executable, "-m", "fastcapa"),
-                *dpdk_source(f"net_null{i},size=64"),
-                *("-t", new_topic(), "-k", kafka.bootstrap, "--count", "20000", "-d", "512"),
-            ],
+        start_fastcapa(
+            *dpdk_source(f"net_null{i},size=64"),
+            *("-t", new_topic(), "-k", kafka.bootstrap, "--count", "20000", "-d", "512"),
             stderr=subprocess.PIPE,
             text=True,
         )

@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from fastcapa_support import capgen
 from fastcapa_support.fixtures import wait_topic_ready
+from fastcapa_support.frames import udp_frame
 from fastcapa_support.kafka_read import read_topic
 from fastcapa_support.netns import VethPair, netns_available
 from fastcapa_support.pcapref import read_capture, write_capture
@@ -37,18 +38,18 @@ def tools_present() -> None:
         assert shutil.which(tool), f"{tool} is not installed (make sysdeps)"
 
 
-def udp_frame(flow: int, seq: int, size: int = 60) -> bytes:
+def flow_frame(flow: int, seq: int, size: int = 60) -> bytes:
     """A UDP frame of `flow` carrying its sequence number, `size` bytes."""
-    payload = struct.pack("!4sII", b"FCAP", flow, seq).ljust(size - 42, b"\0")
-    udp = struct.pack(
-        "!HHHH", 1024 + flow % 60000, 53 if flow % 5 == 0 else 9000, 8 + len(payload), 0
+    return udp_frame(
+        struct.pack("!4sII", b"FCAP", flow, seq).ljust(size - 42, b"\0"),
+        dport=53 if flow % 5 == 0 else 9000,
+        sport=1024 + flow % 60000,
+        ident=seq & 0xFFFF,
+        ip_src=struct.pack("!I", 0x0A000000 | flow),
+        ip_dst=bytes([10, 100, 0, 1]),
+        mac_src=struct.pack("!HI", 0x0200, flow),
+        mac_dst=b"\x02\x00\x00\x01\x00\x01",
     )
-    ip = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 28 + len(payload), seq & 0xFFFF, 0, 64, 17, 0,
-        struct.pack("!I", 0x0A000000 | flow), bytes([10, 100, 0, 1]),
-    )  # fmt: skip
-    mac = struct.pack("!HI", 0x0200, flow)
-    return b"\x02\x00\x00\x01\x00\x01" + mac + b"\x08\x00" + ip + udp + payload
 
 
 def skewed_capture(
@@ -61,7 +62,7 @@ def skewed_capture(
     records = []
     for i in range(packets):
         flow = min(int(rng.paretovariate(1.0)), 5000)
-        records.append((START_US + i * step_us, udp_frame(flow, seq[flow])))
+        records.append((START_US + i * step_us, flow_frame(flow, seq[flow])))
         seq[flow] += 1
     write_capture(str(path), records)
     return records
@@ -166,7 +167,7 @@ def key(ts: int) -> bytes:
 def test_hostile_records_are_skipped_or_cut_and_counted(kafka, new_topic, fastcapa, tmp_path):
     tools_present()
     topic = new_topic(partitions=1, config={**KEEP, "max.message.bytes": "2000000"})
-    genuine = [(START_US + i * 1000, udp_frame(i, i, 60 + i)) for i in range(40)]
+    genuine = [(START_US + i * 1000, flow_frame(i, i, 60 + i)) for i in range(40)]
     latest = ((1 << 32) - 1) * 1_000_000 + 999_999  # 2106-02-07T06:28:15.999999
     big = bytes(range(256)) * 1200  # 307200 bytes
     hostile = [
@@ -180,16 +181,16 @@ def test_hostile_records_are_skipped_or_cut_and_counted(kafka, new_topic, fastca
     ]
     written_as_is = [
         (key(START_US + 7), b"", []),  # an empty frame: an empty record
-        (key(latest), udp_frame(1, 1), []),  # the last valid time
+        (key(latest), flow_frame(1, 1), []),  # the last valid time
     ]
     cut = [
         (key(START_US + 11), big[: PCAP_LIMIT + 1], []),
         (key(START_US + 12), big, [("orig_len", struct.pack(">I", 400_000))]),
     ]
     headers = [
-        (key(START_US + 21), udp_frame(2, 2, 96), [("orig_len", struct.pack(">I", 1514))]),
-        (key(START_US + 22), udp_frame(3, 3, 96), [("orig_len", b"\x05\xea")]),  # 2 bytes
-        (key(START_US + 23), udp_frame(4, 4, 96), [("orig_len", struct.pack(">I", 50))]),
+        (key(START_US + 21), flow_frame(2, 2, 96), [("orig_len", struct.pack(">I", 1514))]),
+        (key(START_US + 22), flow_frame(3, 3, 96), [("orig_len", b"\x05\xea")]),  # 2 bytes
+        (key(START_US + 23), flow_frame(4, 4, 96), [("orig_len", struct.pack(">I", 50))]),
     ]
     mixed = [(key(ts), frame, []) for ts, frame in genuine[:20]]
     mixed += hostile + written_as_is + cut + headers
@@ -214,7 +215,7 @@ def test_hostile_records_are_skipped_or_cut_and_counted(kafka, new_topic, fastca
     lengths = dict(zip([ts for ts, _ in back.records], dumped_with_lengths(out), strict=True))
     assert lengths[START_US + 7] == (0, 0)
     # The last valid time comes last (libpcap here reads its seconds as signed).
-    assert back.records[-1][1] == udp_frame(1, 1)
+    assert back.records[-1][1] == flow_frame(1, 1)
     assert dumped_with_lengths(out)[-1] == (60, 60)
     assert lengths[START_US + 11] == (PCAP_LIMIT, PCAP_LIMIT + 1)
     assert lengths[START_US + 12] == (PCAP_LIMIT, 400_000)
@@ -295,7 +296,7 @@ def test_wire_length_of_cut_frames_comes_back(mixed_topic, kafka, new_topic, fas
 
     # A file whose records are already cut (caplen < len), replayed as it is.
     already_cut = tmp_path / "cut.pcap"
-    records = [(START_US + i, udp_frame(i, i, 100), 100 + 7 * i) for i in range(200)]
+    records = [(START_US + i, flow_frame(i, i, 100), 100 + 7 * i) for i in range(200)]
     write_capture(str(already_cut), records, snaplen=100)
     topic = new_topic(partitions=2, config=KEEP)
     replay(fastcapa, kafka, already_cut, topic, "-q", "2")
@@ -313,7 +314,9 @@ def engine_read(kafka, topic: str, **query) -> tuple[float, dict[str, int]]:
 
     started = time.monotonic()
     with open("/dev/null", "wb") as sink:
-        d = _fastcapa.Dump([topic], [("bootstrap.servers", kafka.bootstrap)], sink.fileno(), **query)
+        d = _fastcapa.Dump(
+            [topic], [("bootstrap.servers", kafka.bootstrap)], sink.fileno(), **query
+        )
         try:
             while not d.run(1.0):
                 pass
@@ -372,7 +375,7 @@ def produce_two_producers(bootstrap: str, topic: str, partitions: int, lag_us: i
         sent = []
         for i in range(40_000):
             ts = START_US + i * 1000 + p
-            frame = udp_frame(p, i)
+            frame = flow_frame(p, i)
             reference.append((ts, frame))
             lane = (i // 50) % 2  # flows of 50 frames, alternately
             sent.append((ts + lane * lag_us, ts, frame))
@@ -448,7 +451,7 @@ def test_window_on_a_live_captured_topic(kafka, new_topic, tmp_path, fastcapa):
     of what it captured comes back exactly, in time order."""
     from fastcapa_support.runner import write_capture as write_frames
 
-    frames = [udp_frame(i % 97, i, 80) for i in range(3000)]
+    frames = [flow_frame(i % 97, i, 80) for i in range(3000)]
     topic = new_topic(partitions=4)
     with VethPair(queues=2) as veth:
         probe = Probe(veth.probe_side, topic, kafka.bootstrap, tmp_path, "-q", "2")

@@ -27,8 +27,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -36,8 +34,8 @@ import pytest
 
 from fastcapa_support.fixtures import _live, kafka_tool, wait_topic_ready
 from fastcapa_support.netns import VethPair, netns_available
-from fastcapa_support.runner import assert_accounting
-from fastcapa_support.steady import ProcWatch, SteadySender, check_topic, memory_kib
+from fastcapa_support.runner import Probe, assert_accounting
+from fastcapa_support.steady import SteadySender, check_topic
 
 pytestmark = [
     pytest.mark.faults,
@@ -54,82 +52,10 @@ OUTAGE = 20  # seconds the broker stays away
 # covers about 2 s of a receive worker starved of CPU on a busy machine.
 KERNEL_RING = 32768
 SOAK_MINUTES = float(os.environ.get("FASTCAPA_SOAK_MINUTES", "2"))
-
-
-class Probe:
-    """`fastcapa -i` in the background, as an operator starts it; stderr to a
-    file (a pipe nobody reads would stall it), a JSON report every second."""
-
-    def __init__(
-        self, iface: str, topic: str, bootstrap: str, tmp: Path, *args: str, watch: float = 0.5
-    ) -> None:
-        self.stats = tmp / f"stats-{topic}.jsonl"
-        self.err_path = tmp / f"stderr-{topic}.txt"
-        self._err = open(self.err_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastcapa", "-i", iface, "-t", topic, "-k", bootstrap,
-             "--stats-json", str(self.stats), "--stats-interval", "1", *args],
-            stderr=self._err,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        self.pid = self.proc.pid
-        deadline = time.monotonic() + 60
-        while "capturing on" not in self.stderr():
-            assert self.proc.poll() is None, self.stderr()
-            assert time.monotonic() < deadline, self.stderr()
-            time.sleep(0.1)
-        # Its resident memory and descriptors, sampled every `watch` seconds.
-        self.base = memory_kib(self.pid)
-        self.watch = ProcWatch(self.pid, period=watch)
-
-    def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    def last(self) -> dict | None:
-        """The latest complete report, None before the first."""
-        text = self.stats.read_text() if self.stats.exists() else ""
-        lines = text.split("\n")[:-1]  # the last may be still half-written
-        return json.loads(lines[-1]) if lines else None
-
-    def wait_for(self, what: str, test, timeout: float) -> dict:
-        """Until the latest report passes `test`; fails (saying `what`) after timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc.poll() is None, f"the probe exited waiting for {what}\n{self.stderr()}"
-            report = self.last()
-            if report is not None and test(report):
-                return report
-            assert time.monotonic() < deadline, f"no report with {what}: {report}"
-            time.sleep(0.2)
-
-    def stop(self, timeout: float = 90, sig: int = signal.SIGTERM) -> tuple[int, dict]:
-        """`sig` (SIGTERM); the exit status and the final report. A probe
-        that does not exit within `timeout` fails the test (it hung)."""
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"the probe did not exit within {timeout} s of SIGTERM\n{self.stderr()}")
-        finally:
-            self._err.close()
-            self.watch.stop()
-        report = self.last()
-        assert report is not None and report["final"], self.stderr()
-        return self.proc.returncode, report
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._err.close()
-        self.watch.stop()
-
-    @property
-    def peak_rss_kib(self) -> int:
-        """The probe's peak resident memory (VmHWM) as last sampled."""
-        return self.watch.peak_kib
+# How long a stopped probe may take to exit, and how often its memory and
+# descriptors are sampled (the figures' peak_rss_kib) unless a test says.
+STOP_TIMEOUT = 90
+WATCH = 0.5
 
 
 def drops(report: dict) -> dict[str, int]:
@@ -179,7 +105,7 @@ def ride_out_outage(
     returns the exit status, the final report, the sender's report, and the
     figures of the outage (reports at its start and end)."""
     with VethPair(queues=1) as veth:
-        probe = Probe(veth.probe_side, topic, broker.bootstrap, tmp_path, *probe_args)
+        probe = Probe(veth.probe_side, topic, broker.bootstrap, tmp_path, *probe_args, watch=WATCH)
         sender = SteadySender(veth, count, rate, SIZE)
         try:
             probe.wait_for("frames delivered", lambda r: r["kaf"]["out"] >= rate * 2, 60)
@@ -197,7 +123,7 @@ def ride_out_outage(
             probe.wait_for("every frame seen", lambda r: r["nic"]["taken_in"] >= sent["sent"], 60)
             # Settled: everything taken was delivered or dropped somewhere.
             probe.wait_for("the books settled", settled, 180)
-            status, report = probe.stop()
+            status, _, report = probe.stop(timeout=STOP_TIMEOUT)
         finally:
             sender.kill()
             probe.kill()
@@ -350,7 +276,7 @@ def test_stop_while_the_broker_is_away_ends_within_the_drain_timeout(broker, new
     with VethPair(queues=1) as veth:
         probe = Probe(
             veth.probe_side, topic, broker.bootstrap, tmp_path,
-            "-X", "message.timeout.ms=300000", "--drain-timeout", "5",
+            "-X", "message.timeout.ms=300000", "--drain-timeout", "5", watch=WATCH,
         )  # fmt: skip
         sender = SteadySender(veth, count, RATE, SIZE)
         try:
@@ -360,7 +286,7 @@ def test_stop_while_the_broker_is_away_ends_within_the_drain_timeout(broker, new
             before = probe.wait_for("a report", lambda r: True, 5)
             t = time.monotonic()
             # --drain-timeout 5: a probe still running 30 s on has hung.
-            status, report = probe.stop(timeout=30)
+            status, _, report = probe.stop(timeout=30)
             took = time.monotonic() - t
         finally:
             sender.kill()
@@ -392,7 +318,7 @@ def test_a_second_sigint_during_the_drain_stops_at_once(broker, new_topic, tmp_p
     with VethPair(queues=1) as veth:
         probe = Probe(
             veth.probe_side, topic, broker.bootstrap, tmp_path,
-            "-X", "message.timeout.ms=300000", "--drain-timeout", "60",
+            "-X", "message.timeout.ms=300000", "--drain-timeout", "60", watch=WATCH,
         )  # fmt: skip
         sender = SteadySender(veth, count, RATE, SIZE)
         try:
@@ -404,7 +330,7 @@ def test_a_second_sigint_during_the_drain_stops_at_once(broker, new_topic, tmp_p
             assert probe.proc.poll() is None, "the drain ended with the broker paused"
             draining = probe.last()
             second = time.monotonic()
-            status, report = probe.stop(timeout=30, sig=signal.SIGINT)
+            status, _, report = probe.stop(timeout=30, sig=signal.SIGINT)
             took = time.monotonic() - second
         finally:
             sender.kill()
@@ -452,7 +378,7 @@ def test_leader_killed_mid_stream_loses_and_duplicates_nothing(kafka_cluster3, n
             veth.probe_side, topic, cluster.bootstrap, tmp_path,
             "-d", str(KERNEL_RING),
             "-X", "acks=all", "-X", "enable.idempotence=true",
-            "-X", "message.timeout.ms=300000",
+            "-X", "message.timeout.ms=300000", watch=WATCH,
         )  # fmt: skip
         sender = SteadySender(veth, count, RATE, SIZE)
         try:
@@ -469,7 +395,7 @@ def test_leader_killed_mid_stream_loses_and_duplicates_nothing(kafka_cluster3, n
             new_leader = leader_of(survivors, topic, 0)
             sent = sender.wait(timeout=count / RATE + 120)
             probe.wait_for("every frame delivered", lambda r: r["kaf"]["out"] >= count, 120)
-            status, report = probe.stop()
+            status, _, report = probe.stop(timeout=STOP_TIMEOUT)
         finally:
             sender.kill()
             probe.kill()
@@ -539,7 +465,7 @@ def test_paused_broker_drops_only_at_rx_tx_and_memory_stays_bounded(broker, new_
                 broker.resume_node(0)
             sent = sender.wait(timeout=count / rate + 120)
             probe.wait_for("every frame seen", lambda r: r["nic"]["taken_in"] >= count, 60)
-            status, report = probe.stop()
+            status, _, report = probe.stop(timeout=STOP_TIMEOUT)
         finally:
             sender.kill()
             probe.kill()
@@ -608,7 +534,7 @@ def test_soak_loses_nothing_and_stays_flat(broker, new_topic, tmp_path):
             sent = sender.wait(timeout=seconds + 300)
             probe.wait_for("every frame seen", lambda r: r["nic"]["taken_in"] >= count, 60)
             watch.sample()
-            status, report = probe.stop()
+            status, _, report = probe.stop(timeout=STOP_TIMEOUT)
         finally:
             sender.kill()
             probe.kill()

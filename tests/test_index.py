@@ -46,11 +46,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from fastcapa_support import processes
 from fastcapa_support.capgen import checksum
 from fastcapa_support.fixtures import wait_topic_ready
 from fastcapa_support.kafka_read import watermarks
 from fastcapa_support.pcapref import read_capture, write_capture
-from fastcapa_support.runner import Run, assert_clean_failure, run_fastcapa
+from fastcapa_support.runner import Run, assert_clean_failure, run_fastcapa, start_fastcapa
 
 pytestmark = pytest.mark.kafka
 
@@ -487,11 +488,10 @@ class Indexer:
         self.stats = tmp / f"index-{self.name}.jsonl"
         self.err_path = tmp / f"index-{self.name}.err"
         with open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fastcapa", "index", "-t", topic, "-k", bootstrap,
-                 "--stats-json", str(self.stats), "--stats-interval", str(interval), *args],
+            self.proc = start_fastcapa(
+                "index", "-t", topic, "-k", bootstrap,
+                "--stats-json", str(self.stats), "--stats-interval", str(interval), *args,
                 stdout=subprocess.DEVNULL, stderr=err,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )  # fmt: skip
 
     def stderr(self) -> str:
@@ -551,9 +551,7 @@ class Indexer:
         return self.proc.returncode, report
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+        processes.stop(self.proc)
 
 
 def assert_lag_us_within(reports: list[dict], span_us: int) -> None:
@@ -1075,10 +1073,10 @@ def test_a_leader_killed_under_an_indexer_and_a_dump(kafka_cluster3, tmp_path):
         member.wait_for("slices written", lambda r: r["slices"] > 0)
         err_path = tmp_path / "dump.err"
         with open(err_path, "w") as err:
-            reader = subprocess.Popen(
-                [sys.executable, "-m", "fastcapa", "dump", "-t", topic, "-k", cluster.bootstrap,
-                 "--filter", expr, "--timeout", "60", "--explain", "-o", "-"],
-                stdout=subprocess.PIPE, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            reader = start_fastcapa(
+                "dump", "-t", topic, "-k", cluster.bootstrap,
+                "--filter", expr, "--timeout", "60", "--explain", "-o", "-",
+                stdout=subprocess.PIPE, stderr=err,
                 bufsize=0,  # nothing read ahead: communicate() below gets the rest
             )  # fmt: skip
         head = b""
@@ -1099,9 +1097,8 @@ def test_a_leader_killed_under_an_indexer_and_a_dump(kafka_cluster3, tmp_path):
         member.wait_settled(3, since=time.time())
         status, final = member.stop(signal.SIGINT)
     finally:
-        if reader is not None and reader.poll() is None:
-            reader.kill()
-            reader.wait()
+        if reader is not None:
+            processes.stop(reader)
         member.kill()
     assert status == 0, member.stderr()
     run, data = same_as_scan(survivors, topic, tmp_path, "--filter", f"host {NEEDLE} or {expr}",

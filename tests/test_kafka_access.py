@@ -28,9 +28,10 @@ from confluent_kafka.admin import (
 )
 
 from fastcapa_support.fixtures import SASL_USERS
+from fastcapa_support.frames import udp_frame
 from fastcapa_support.kafka_read import read_topic
 from fastcapa_support.pcapref import write_capture
-from fastcapa_support.runner import assert_accounting, assert_clean_failure, udp_frame
+from fastcapa_support.runner import assert_accounting, assert_clean_failure
 
 pytestmark = pytest.mark.kafka
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from fastcapa_support import capgen as gen_capture
+from fastcapa_support.frames import ethernet, ipv4, udp, udp_frame
 from fastcapa_support.kafka_read import read_topic
 from fastcapa_support.netns import VethPair, netns_available
 from fastcapa_support.procfs import thread_cpu_seconds
@@ -23,7 +24,6 @@ from fastcapa_support.runner import (
     Probe,
     assert_accounting,
     assert_stream_delivered,
-    udp_frame,
     write_capture,
 )
 
@@ -68,29 +68,13 @@ def gen_capture_frames(path: Path):
 
 def fragments() -> list[bytes]:
     """An IPv4 UDP datagram of 3000 bytes in three fragments."""
-    payload = bytes(range(256)) * 12
-    udp = struct.pack("!HHHH", 4000, 5000, 8 + len(payload[:2992]), 0) + payload[:2992]
+    datagram = udp((bytes(range(256)) * 12)[:2992], sport=4000, dport=5000)
     frames = []
-    for offset in range(0, len(udp), 1480):
-        chunk = udp[offset : offset + 1480]
-        more = 0x2000 if offset + 1480 < len(udp) else 0
-        ip = (
-            struct.pack(
-                "!BBHHHBBH4s4s",
-                0x45,
-                0,
-                20 + len(chunk),
-                77,
-                more | offset // 8,
-                64,
-                17,
-                0,
-                bytes([10, 0, 0, 9]),
-                bytes([10, 0, 0, 200]),
-            )
-            + chunk
-        )
-        frames.append(b"\x02\0\0\0\0\xc8\x02\0\0\0\0\x09\x08\x00" + ip)
+    for offset in range(0, len(datagram), 1480):
+        more = 0x2000 if offset + 1480 < len(datagram) else 0
+        chunk = datagram[offset : offset + 1480]
+        ip = ipv4(chunk, bytes([10, 0, 0, 9]), ident=77, frag=more | offset // 8)
+        frames.append(ethernet(ip, src=b"\x02\0\0\0\0\x09"))
     return frames
 
 

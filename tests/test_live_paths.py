@@ -22,10 +22,11 @@ from collections import Counter
 
 import pytest
 
+from fastcapa_support.frames import udp_frame
 from fastcapa_support.kafka_read import read_topic
 from fastcapa_support.netns import VethPair, netns_available
 from fastcapa_support.procfs import thread_cpu_seconds
-from fastcapa_support.runner import Probe, assert_accounting, udp_frame, write_capture
+from fastcapa_support.runner import Probe, assert_accounting, write_capture
 from fastcapa_support.steady import SteadySender, check_topic, parse
 
 pytestmark = [

@@ -18,7 +18,7 @@ from fastcapa_support import corpus
 from fastcapa_support.corpus import CORPUS
 from fastcapa_support.kafka_read import read_topic
 from fastcapa_support.pcapref import read_capture
-from fastcapa_support.runner import assert_accounting, assert_clean_failure
+from fastcapa_support.runner import assert_accounting, assert_clean_failure, fastcapa_process
 
 pytestmark = pytest.mark.kafka
 
@@ -333,23 +333,16 @@ def test_dump_to_stdout_pipes_into_tcpdump(kafka, new_topic, fastcapa):
 def test_dump_follow_waits_for_new_records(kafka, new_topic, tmp_path, fastcapa):
     """--follow on an empty topic: records produced afterwards are written;
     --count ends it."""
-    import sys
-
     topic = new_topic(partitions=2, config=KEEP)
     out = tmp_path / "followed.pcap"
-    follower = subprocess.Popen(
-        [sys.executable, "-m", "fastcapa", "dump", "-t", topic, "-k", kafka.bootstrap,
-         "--follow", "--count", "601", "-o", str(out)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
+    with fastcapa_process(
+        "dump", "-t", topic, "-k", kafka.bootstrap, "--follow", "--count", "601", "-o", str(out),
+        stderr=subprocess.PIPE, text=True,
+    ) as follower:  # fmt: skip
         time.sleep(2)
         assert follower.poll() is None, follower.stderr.read()
         assert fastcapa("-r", str(AFS), "-t", topic, "-k", kafka.bootstrap).status == 0
         _, err = follower.communicate(timeout=60)
-    finally:
-        follower.kill()
     assert follower.returncode == 0, err
     dumped = read_capture(str(out)).records
     assert sorted(dumped) == sorted(read_capture(str(AFS)).records)
@@ -364,27 +357,25 @@ def test_dump_shows_progress_on_a_terminal(kafka, new_topic, fastcapa, tmp_path)
     import pty
     import select
     import signal
-    import sys
 
     topic = new_topic(config=KEEP)
     assert fastcapa("-r", str(AFS), "-t", topic, "-k", kafka.bootstrap).status == 0
     leader, follower = pty.openpty()
-    dump = subprocess.Popen(
-        [sys.executable, "-m", "fastcapa", "dump", "-t", topic, "-k", kafka.bootstrap,
-         "--follow", "-o", str(tmp_path / "out.pcap")],
+    with fastcapa_process(
+        "dump", "-t", topic, "-k", kafka.bootstrap, "--follow", "-o", str(tmp_path / "out.pcap"),
         stderr=follower,
-    )  # fmt: skip
-    os.close(follower)
-    seen = b""
-    try:
-        deadline = time.monotonic() + 30
-        while b"601 frames read" not in seen and time.monotonic() < deadline:
-            if select.select([leader], [], [], 0.5)[0]:
-                seen += os.read(leader, 4096)
-    finally:
-        dump.send_signal(signal.SIGINT)
-        dump.wait(30)
-        os.close(leader)
+    ) as dump:  # fmt: skip
+        os.close(follower)
+        seen = b""
+        try:
+            deadline = time.monotonic() + 30
+            while b"601 frames read" not in seen and time.monotonic() < deadline:
+                if select.select([leader], [], [], 0.5)[0]:
+                    seen += os.read(leader, 4096)
+            dump.send_signal(signal.SIGINT)
+            dump.wait(30)
+        finally:
+            os.close(leader)
     assert b"\rfastcapa dump: 601 frames read" in seen, seen
     assert dump.returncode == 0
     assert len(read_capture(str(tmp_path / "out.pcap")).records) == 601

@@ -16,6 +16,7 @@ import pytest
 
 from fastcapa_support import corpus
 from fastcapa_support.corpus import CORPUS
+from fastcapa_support.frames import udp_frame
 from fastcapa_support.kafka_read import read_topic
 from fastcapa_support.netns import VethPair, netns_available
 from fastcapa_support.runner import (
@@ -23,7 +24,6 @@ from fastcapa_support.runner import (
     Run,
     assert_accounting,
     assert_clean_failure,
-    udp_frame,
     write_capture,
 )
 

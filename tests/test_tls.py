@@ -24,9 +24,10 @@ import pytest
 from fastcapa_support import corpus
 from fastcapa_support.corpus import CORPUS
 from fastcapa_support.fixtures import kafka_tool, wait_topic_ready
+from fastcapa_support.frames import udp_frame
 from fastcapa_support.kafka_read import read_topic
 from fastcapa_support.pcapref import read_capture, write_capture
-from fastcapa_support.runner import assert_clean_failure, udp_frame
+from fastcapa_support.runner import assert_clean_failure
 
 pytestmark = pytest.mark.kafka
 

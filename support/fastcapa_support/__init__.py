@@ -7,7 +7,10 @@
   senders that run inside them.
 - `pcapref`: libpcap through ctypes, the reference reader and writer.
 - `capgen`: generated captures of mixed traffic.
-- `runner`: the CLI as an operator runs it, and the checks on its outcome.
+- `frames`: Ethernet/IPv4/UDP frames built by hand (`udp_frame`).
+- `runner`: the CLI as an operator runs it (`run_fastcapa`, `start_fastcapa`,
+  `Probe` for a live probe in the background), and the checks on its outcome.
+- `processes`: background processes, each killed when its test ends.
 - `corpus`: where the real capture files are (`FASTCAPA_CORPUS`).
 - `procfs`: per-thread CPU time from /proc.
 

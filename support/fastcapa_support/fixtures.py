@@ -13,6 +13,10 @@
   first use. `new_topic(..., cluster=kafka_secured)` makes topics there.
 
 A failed test that used one of them shows the tail of the broker logs in its report.
+
+- `no_process_left` (autouse): every process a test started through
+  fastcapa_support (`runner.start_fastcapa`, `runner.Probe`,
+  `VethPair.start`) is killed when the test ends, however it ends.
 """
 
 from __future__ import annotations
@@ -34,14 +38,25 @@ __all__ = [
     "kafka_secured",
     "kafka_tool",
     "new_topic",
+    "no_process_left",
     "pytest_runtest_makereport",
     "topic",
     "wait_topic_ready",
 ]
 
 from fastcapa_support import kafka_cluster as kafka_tool
+from fastcapa_support import processes
 
 _live: dict[str, kafka_tool.Cluster] = {}  # fixture name -> its running cluster, for the hook
+
+
+@pytest.fixture(autouse=True)
+def no_process_left():
+    """Kills what the test started in the background and left running (a
+    failed assertion before its own stop, a hang): one test's failure
+    cannot fail the next one."""
+    yield
+    processes.reap()
 
 
 @pytest.fixture(scope="session")

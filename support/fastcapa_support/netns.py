@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Any
 
-from fastcapa_support import child_env
+from fastcapa_support import child_env, processes
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -98,8 +98,9 @@ class VethPair:
         ]
 
     def start(self, module: str, *args: str, **popen: Any) -> subprocess.Popen:
-        """Starts `fastcapa_support.<module>` in the namespace, in the background."""
-        return subprocess.Popen(self.command(module, *args), env=child_env(), **popen)
+        """Starts `fastcapa_support.<module>` in the namespace, in the
+        background; killed when the test ends at the latest (processes.reap)."""
+        return processes.start(self.command(module, *args), env=child_env(), **popen)
 
     def set_probe_link(self, up: bool, timeout: float = 10) -> None:
         """Sets the probe's end down or up, as an operator or a flapping

@@ -3,6 +3,7 @@ of its outcome: one clear line on failure, and the accounting sums."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,11 +12,14 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from fastcapa_support import pcapref
+from fastcapa_support import pcapref, processes
 from fastcapa_support.kafka_read import read_topic
+from fastcapa_support.steady import ProcWatch, memory_kib
 
 
 @dataclass
@@ -57,6 +61,26 @@ def run_fastcapa(
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     return Run(proc.returncode, proc.stdout, proc.stderr.decode(errors="replace"))
+
+
+def start_fastcapa(
+    *args: str, seam: str | None = None, prefix: Sequence[str] = (), **popen: Any
+) -> subprocess.Popen:
+    """Starts `fastcapa args...` in the background (`prefix`: a command to
+    start it under, setpriv say). It is killed when the test ends, whatever
+    happens (processes.reap); `fastcapa_process` kills it sooner."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **popen.pop("env", {})}
+    return processes.start([*prefix, *fastcapa_command(*args, seam=seam)], env=env, **popen)
+
+
+@contextlib.contextmanager
+def fastcapa_process(*args: str, **kwargs: Any) -> Iterator[subprocess.Popen]:
+    """`start_fastcapa`, killed (and waited for) when the block ends, however it ends."""
+    proc = start_fastcapa(*args, **kwargs)
+    try:
+        yield proc
+    finally:
+        processes.stop(proc)
 
 
 def assert_clean_failure(run: Run, status: int) -> None:
@@ -103,28 +127,57 @@ class Probe:
 
     Its stderr goes to a file (a pipe nobody reads would stall it once
     full), which a test may read while it runs; a JSON report every second.
+    It is killed when the test ends whatever happens (`kill`, the end of a
+    `with` block, or at the latest the `no_process_left` fixture).
     """
 
     def __init__(
-        self, iface: str, topic: str, bootstrap: str, tmp: Path, *args: str, prefix=(), source=()
+        self,
+        iface: str,
+        topic: str,
+        bootstrap: str,
+        tmp: Path,
+        *args: str,
+        prefix: Sequence[str] = (),
+        source: Sequence[str] = (),
+        watch: float | None = None,
     ) -> None:
         """`prefix`: a command to start it under, e.g. setpriv with other credentials.
-        `source`: options naming another source than `-i iface` (`--dpdk ...`)."""
+        `source`: options naming another source than `-i iface` (`--dpdk ...`).
+        `watch`: sample its memory and descriptors every `watch` seconds
+        (`self.watch`, `peak_rss_kib`) from the moment it captures."""
         self.stats = tmp / f"stats-{topic}.jsonl"
         self.err_path = tmp / f"stderr-{topic}.txt"
+        self.watch: ProcWatch | None = None
         with open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "fastcapa", *(source or ("-i", iface)), "-t", topic,
-                 "-k", bootstrap, "--stats-json", str(self.stats), "--stats-interval", "1",
-                 *args],
-                stderr=err,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            self.proc = start_fastcapa(
+                *(source or ("-i", iface)), "-t", topic, "-k", bootstrap,
+                "--stats-json", str(self.stats), "--stats-interval", "1", *args,
+                prefix=prefix, stderr=err,
             )  # fmt: skip
         try:
             self.wait_stderr("capturing on", 60)
         except AssertionError:
             self.kill()
             raise
+        if watch is not None:
+            self.base = memory_kib(self.pid)
+            self.watch = ProcWatch(self.pid, period=watch)
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def peak_rss_kib(self) -> int:
+        """The probe's peak resident memory (VmHWM) as last sampled (with `watch`)."""
+        return self.watch.peak_kib if self.watch else 0
 
     def stderr(self) -> str:
         return self.err_path.read_text(errors="replace")
@@ -143,27 +196,44 @@ class Probe:
         lines = text.split("\n")[:-1]  # the last may be still half-written
         return json.loads(lines[-1]) if lines else None
 
+    def wait_for(self, what: str, test: Callable[[dict], bool], timeout: float) -> dict:
+        """Until the latest report passes `test`; fails (saying `what`) after
+        `timeout`, or if the probe exits first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, f"the probe exited waiting for {what}\n{self.stderr()}"
+            report = self.last()
+            if report is not None and test(report):
+                return report
+            assert time.monotonic() < deadline, f"no report with {what}: {report}"
+            time.sleep(0.2)
+
     def stop(self, timeout: float = 60, sig: int = signal.SIGTERM) -> tuple[int, str, dict]:
         """`sig` (SIGTERM), then the exit status, stderr and the final report."""
         self.proc.send_signal(sig)
-        return self.finish(timeout)
+        return self.finish(timeout, f"{signal.Signals(sig).name}")
 
-    def finish(self, timeout: float = 60) -> tuple[int, str, dict]:
+    def finish(self, timeout: float = 60, after: str = "") -> tuple[int, str, dict]:
         """Until it exits (on its own, or on a signal sent before); the exit
-        status, stderr and the final report."""
+        status, stderr and the final report. A probe still running after
+        `timeout` is killed and fails the test (it hung)."""
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"still running after {timeout} s:\n{self.stderr()}") from None
+            since = f" after {after}" if after else ""
+            raise AssertionError(f"still running {timeout} s{since}:\n{self.stderr()}") from None
+        finally:
+            if self.watch is not None:
+                self.watch.stop()
         report = self.last()
         assert report is not None and report["final"], self.stderr()
         return self.proc.returncode, self.stderr(), report
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        processes.stop(self.proc)
+        if self.watch is not None:
+            self.watch.stop()
 
     def wait_taken(self, frames: int, timeout: float = 30) -> None:
         """Until the probe's reports say the kernel saw `frames` frames."""
@@ -178,27 +248,3 @@ class Probe:
 def write_capture(path: Path, frames: list[bytes]) -> str:
     """A pcap file of `frames`, timestamped 0, 1, 2... µs (for a sender)."""
     return pcapref.write_capture(str(path), enumerate(frames))
-
-
-def udp_frame(
-    payload: bytes, dport: int = 9000, sport: int = 1234, src: int = 1, vlan: int | None = None
-) -> bytes:
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    ip = (
-        struct.pack(
-            "!BBHHHBBH4s4s",
-            0x45,
-            0,
-            20 + len(udp),
-            1,
-            0,
-            64,
-            17,
-            0,
-            bytes([10, 0, 0, src]),
-            bytes([10, 0, 0, 200]),
-        )
-        + udp
-    )
-    tag = struct.pack("!HH", 0x8100, vlan) if vlan is not None else b""
-    return b"\x02\0\0\0\0\xc8" + bytes([2, 0, 0, 0, 0, src]) + tag + b"\x08\x00" + ip

@@ -31,6 +31,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fastcapa_support.frames import udp_frame
 from fastcapa_support.kafka_read import watermarks
 from fastcapa_support.sender import packet_socket, send
 
@@ -49,24 +50,15 @@ def frame(stream: int, seq: int, sent_us: int, size: int) -> bytes:
     # Padding that differs per frame, so that a mixed-up tail shows.
     pad = (seq.to_bytes(8, "big") * (pad_len // 8 + 1))[:pad_len]
     payload = tag + pad
-    udp = struct.pack("!HHHH", 20000 + flow, 9000, 8 + len(payload), 0) + payload
-    ip = (
-        struct.pack(
-            "!BBHHHBBH4s4s",
-            0x45,
-            0,
-            20 + len(udp),
-            seq & 0xFFFF,
-            0,
-            64,
-            17,
-            0,
-            bytes([10, 1, stream & 0xFF, flow + 1]),
-            bytes([10, 1, 0, 200]),
-        )
-        + udp
+    return udp_frame(
+        payload,
+        dport=9000,
+        sport=20000 + flow,
+        ident=seq & 0xFFFF,
+        ip_src=bytes([10, 1, stream & 0xFF, flow + 1]),
+        ip_dst=bytes([10, 1, 0, 200]),
+        mac_src=bytes([2, 0, 1, 0, stream & 0xFF, flow + 1]),
     )
-    return b"\x02\0\0\0\0\xc8" + bytes([2, 0, 1, 0, stream & 0xFF, flow + 1]) + b"\x08\x00" + ip
 
 
 def parse(value: bytes) -> tuple[int, int, int] | None:
