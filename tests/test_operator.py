@@ -18,7 +18,12 @@ from fastcapa_support import corpus
 from fastcapa_support.corpus import CORPUS
 from fastcapa_support.kafka_read import read_topic
 from fastcapa_support.pcapref import read_capture
-from fastcapa_support.runner import assert_accounting, assert_clean_failure, fastcapa_process
+from fastcapa_support.runner import (
+    assert_accounting,
+    assert_clean_failure,
+    assert_no_stage_gives_more_than_it_took,
+    fastcapa_process,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -246,6 +251,30 @@ def test_final_table_and_json_count_every_record_of_the_file(kafka, new_topic, t
         assert int(taken_in) == int(out) == records and int(drops) == 0, (stage, columns)
         assert queued == "-" or int(queued) == 0
     assert len(read_topic(kafka.bootstrap, topic)) == records
+
+
+def test_every_report_of_a_replay_takes_in_what_it_gives(kafka, new_topic, tmp_path, fastcapa):
+    """A replay reported every 50 ms over two queues and three transmit
+    workers: in each report, not only the final one, no stage shows more
+    frames out and dropped than in."""
+    from fastcapa_support import capgen
+
+    capture = tmp_path / "big.pcap"
+    capgen.generate(str(capture), packets=300_000, flows=64, size=200, seed=4)
+    topic = new_topic(partitions=2, config=KEEP)
+    stats = tmp_path / "stats.jsonl"
+    run = fastcapa(
+        "-r", str(capture), "-t", topic, "-k", kafka.bootstrap, "-q", "2", "--tx-workers", "3",
+        "--stats-interval", "0.05", "--stats-json", str(stats),
+    )  # fmt: skip
+    assert run.status == 0, run.stderr
+    every = reports(stats)
+    final = every[-1]
+    assert_accounting(final)
+    moving = [r for r in every if 0 < r["kaf"]["out"] < final["kaf"]["out"]]
+    assert len(moving) >= 3, f"{len(moving)} reports while frames moved"
+    for report in every:
+        assert_no_stage_gives_more_than_it_took(report)
 
 
 # -- fastcapa dump

@@ -38,7 +38,7 @@ from fastcapa import _fastcapa, events
 from fastcapa.config import CaptureSettings, eal_arguments, explain_connection_failure
 from fastcapa.errors import ConfigError, KafkaError
 from fastcapa.signals import SignalLatch
-from fastcapa.stats import Reporter, Snapshot
+from fastcapa.stats import READ_PASSES, Reporter, Snapshot, in_pipeline_order
 
 # Main-loop tick: how often the control plane looks at its workers.
 TICK = 0.05
@@ -324,12 +324,21 @@ class Pipeline:
             serve(self.settings.metrics_port, PipelineCollector(self.snapshot))
 
     def snapshot(self) -> Snapshot:
+        """Every stage's figures, read so that none shows more out than in
+        while frames move (stats.READ_PASS): the workers' counters several
+        times, each counter taken from its pass."""
+        reads = [self._counters() for _ in range(READ_PASSES)]
+        fill = [ring.fill() for ring in self.rings]
+        queues = in_pipeline_order([queues for queues, _ in reads])
+        return Snapshot.collect(queues, fill, in_pipeline_order([workers for _, workers in reads]))
+
+    def _counters(self) -> tuple[list[dict[str, int]], list[dict[str, int]]]:
+        """One read of every receive queue's and transmit worker's counters."""
         queues: list[dict[str, int]] = []
         for receiver in self.receivers:
             counters = receiver.counters()
             queues.extend(counters if isinstance(counters, list) else [counters])
-        workers = [worker.counters() for worker in self.workers]
-        return Snapshot.collect(queues, [ring.fill() for ring in self.rings], workers)
+        return queues, [worker.counters() for worker in self.workers]
 
     def _report_events(self) -> None:
         events.report([*self.receivers, *self.workers])

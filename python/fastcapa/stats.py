@@ -16,6 +16,44 @@ from fastcapa.errors import ConfigError
 
 STAGES = ("nic", "rx", "tx", "kaf")
 
+# While frames move, a report must not show more leaving a stage (out or
+# dropped) than came into it. Each counter only grows, and each worker counts
+# a frame into a stage before it counts it out or dropped; so a figure read
+# after every figure downstream of it is at least their sum. `Pipeline.snapshot`
+# reads every worker's counters READ_PASSES times and takes each counter from
+# its pass below: what leaves the last stages first, what enters the first
+# last. A counter not named here comes from the last pass.
+READ_PASSES = 3
+READ_PASS = {
+    # the receive queues: [nic] and [rx] out, [rx] drops; [rx] in, [nic] drops; [nic] in
+    "nic_taken": 0,
+    "enqueued": 0,
+    "ring_full": 0,
+    "taken": 1,
+    "taken_bytes": 1,
+    "nic_drops": 1,
+    "nic_packets": 2,
+    # the transmit workers: [kaf] out and drops; [kaf] in = [tx] out, [tx] drops; [tx] in
+    "delivered": 0,
+    "delivered_bytes": 0,
+    "failed": 0,
+    "produced": 1,
+    "produced_bytes": 1,
+    "dropped": 1,
+    "dequeued": 2,
+}
+
+
+def in_pipeline_order(passes: list[list[dict[str, int]]]) -> list[dict[str, int]]:
+    """Several reads of the same workers' counters (each a list, one dict
+    per worker, in the order of READ_PASS's passes) made into one: each
+    counter from its pass."""
+    last = len(passes) - 1
+    return [
+        {name: passes[min(READ_PASS.get(name, last), last)][i][name] for name in newest}
+        for i, newest in enumerate(passes[last])
+    ]
+
 
 @dataclass(frozen=True)
 class Row:
@@ -52,6 +90,10 @@ class Snapshot:
             return sum(row[key] for row in rows)
 
         taken = total(queues, "taken")
+        # [nic] as of the receive workers' last reading of the kernel's (or
+        # the NIC's) counters: what they had taken at that moment, where the
+        # extension says (the kernel's count is read only now and then).
+        nic_out = total(queues, "nic_taken") if _has(queues, "nic_taken") else taken
         produced = total(workers, "produced")
         delivered = total(workers, "delivered")
         failed = total(workers, "failed")
@@ -61,7 +103,7 @@ class Snapshot:
         return cls(
             at=time.time(),
             mono=time.monotonic(),
-            nic=Row(total(queues, "nic_packets"), None, taken, total(queues, "nic_drops")),
+            nic=Row(total(queues, "nic_packets"), None, nic_out, total(queues, "nic_drops")),
             rx=Row(taken, sum(ring_fill), total(queues, "enqueued"), total(queues, "ring_full")),
             tx=Row(total(workers, "dequeued"), None, produced, total(workers, "dropped")),
             kaf=Row(produced, max(0, produced - delivered - failed), delivered, failed),
@@ -110,6 +152,10 @@ class Snapshot:
             "queues": self.queues,
             "workers": self.workers,
         }
+
+
+def _has(rows: list[dict[str, int]], key: str) -> bool:
+    return bool(rows) and all(key in row for row in rows)
 
 
 def _rates(now: Snapshot, previous: Snapshot | None) -> dict[str, tuple[float, float]]:

@@ -98,6 +98,19 @@ def assert_accounting(report: dict) -> None:
     assert rx["taken_in"] == kaf["out"] + rx["drops"] + tx["drops"] + kaf["drops"]
 
 
+def assert_no_stage_gives_more_than_it_took(
+    report: dict, stages: Sequence[str] = ("nic", "rx", "tx", "kaf")
+) -> None:
+    """A --stats-json report, intermediate or final: no stage shows more
+    frames out and dropped than came in (docs/accounting.md)."""
+    over = {
+        stage: report[stage]
+        for stage in stages
+        if report[stage]["taken_in"] < report[stage]["out"] + report[stage]["drops"]
+    }
+    assert not over, f"a report at {report['time']} gives more than it took: {over}"
+
+
 def assert_stream_delivered(
     bootstrap: str, topic: str, frames: list[bytes], sent: dict, report: dict
 ) -> None:
