@@ -282,9 +282,14 @@ class Pipeline:
         within --connect-timeout."""
         settings = self.settings
         kafka = list(settings.producer_settings().items())
+        try:
+            partitions = _fastcapa.check_topic(settings.topic, kafka, settings.connect_timeout)
+        except KafkaError as e:
+            raise KafkaError(explain_connection_failure(str(e), settings.kafka)) from None
         # A replay loses nothing by waiting for room in the producer queue;
         # a live capture must keep taking frames, so it waits only briefly.
         queue_full_wait = None if settings.read is not None else 0.1
+        workers = len(self.topology.served)
         for i, pairs in enumerate(self.topology.served):
             self.workers.append(
                 _fastcapa.TxWorker(
@@ -294,20 +299,12 @@ class Pipeline:
                     kafka,
                     burst=settings.tx_burst,
                     queue_full_wait=queue_full_wait,
+                    partition_by=settings.partition_by,
+                    partitions=partitions,
+                    worker=i,
+                    workers=workers,
                     stats_fd=self.kafka_stats.fileno() if self.kafka_stats else None,
                 )
-            )
-        try:
-            self.workers[0].check_connection(settings.connect_timeout)
-        except KafkaError as e:
-            raise KafkaError(explain_connection_failure(str(e), settings.kafka)) from None
-        for i, worker in enumerate(self.workers):
-            worker.set_partitioning(
-                settings.partition_by,
-                settings.topic,
-                settings.connect_timeout,
-                worker=i,
-                workers=len(self.workers),
             )
 
     def prepare(self) -> None:

@@ -110,9 +110,7 @@ impl Dump {
             max_held_bytes: MAX_HELD_BYTES,
             format,
         };
-        let engine = py
-            .detach(|| crate::dump::Dump::open(cfg, File::from(output)))
-            ?;
+        let engine = py.detach(|| crate::dump::Dump::open(cfg, File::from(output)))?;
         Ok(Dump {
             engine: Mutex::new(Some(engine)),
         })

@@ -69,9 +69,7 @@ impl Indexer {
             timeout: Duration::from_secs_f64(timeout),
             until_caught_up,
         };
-        let engine = py
-            .detach(|| crate::index::indexer::Indexer::open(cfg))
-            ?;
+        let engine = py.detach(|| crate::index::indexer::Indexer::open(cfg))?;
         Ok(Indexer {
             engine: Mutex::new(Some(engine)),
         })

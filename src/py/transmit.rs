@@ -8,7 +8,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::errors::{ConfigError, FastcapaError, KafkaError};
+use super::errors::{ConfigError, FastcapaError};
 use super::readout::{drain_events, tx_dict, EventBatch};
 use super::ring::TxRing;
 use super::thread::Thread;
@@ -18,18 +18,26 @@ use crate::producer::KafkaProducer;
 use crate::ring::LaneReader;
 use crate::tx::{PartitionMode, Partitioning, TxConfig, TxControl};
 
-/// librdkafka's defaults for the size of one message set, which a batch
-/// partitioning worker fills before it moves to its next partition.
-const BATCH_NUM_MESSAGES: usize = 10_000;
-const BATCH_SIZE: usize = 1_000_000;
+/// Checks that the cluster answers within `timeout` seconds and that the
+/// topic can be used (KafkaError if not); returns its partition count. One
+/// short-lived producer with the workers' settings asks, once for the run.
+#[pyfunction]
+pub fn check_topic(
+    py: Python<'_>,
+    topic: &str,
+    settings: Vec<(String, String)>,
+    timeout: f64,
+) -> PyResult<usize> {
+    let producer = KafkaProducer::new(&settings, topic, Arc::default(), Arc::default(), None)?;
+    let timeout = Duration::from_secs_f64(timeout.max(0.0));
+    Ok(py.detach(|| producer.check_connection(timeout))?)
+}
 
 /// A transmit worker with its own Kafka producer, serving one or more lanes.
 #[pyclass(frozen, module = "fastcapa._fastcapa")]
 pub struct TxWorker {
     name: String,
     parts: Mutex<Option<(Vec<LaneReader>, KafkaProducer, TxConfig)>>,
-    /// Messages and bytes of one message set (`batch.num.messages`, `batch.size`).
-    message_set: (usize, usize),
     control: Arc<TxControl>,
     counters: Arc<TxCounters>,
     events: Arc<EventLog>,
@@ -39,11 +47,18 @@ pub struct TxWorker {
 #[pymethods]
 impl TxWorker {
     /// Creates the producer (raising ConfigError for a setting librdkafka
-    /// refuses) and takes the given `(ring, lane)` consumers. `stats_fd` is
-    /// an open file (the caller's, duplicated here) for librdkafka's
-    /// statistics: the caller opens it before giving up its privileges.
+    /// refuses) and takes the given `(ring, lane)` consumers. Frames go to
+    /// partitions by `partition_by` (`--partition-by`: "key", librdkafka's
+    /// partitioner on the key; "batch", this worker's own partitions, a
+    /// burst at a time, it being worker `worker` of `workers`; "flow",
+    /// `flow_hash % partitions`) on a topic of `partitions` (see
+    /// `check_topic`). `stats_fd` is an open file (the caller's, duplicated
+    /// here) for librdkafka's statistics: the caller opens it before giving
+    /// up its privileges.
     #[new]
-    #[pyo3(signature = (name, lanes, topic, settings, *, burst, queue_full_wait, stats_fd = None))]
+    #[pyo3(signature = (name, lanes, topic, settings, *, burst, queue_full_wait, partition_by,
+                        partitions, worker, workers, stats_fd = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         name: String,
         lanes: Vec<(Bound<'_, TxRing>, usize)>,
@@ -51,11 +66,18 @@ impl TxWorker {
         settings: Vec<(String, String)>,
         burst: usize,
         queue_full_wait: Option<f64>,
+        partition_by: &str,
+        partitions: u32,
+        worker: usize,
+        workers: usize,
         stats_fd: Option<i32>,
     ) -> PyResult<Self> {
         if burst == 0 {
             return Err(ConfigError::new_err("transmit burst must be at least 1"));
         }
+        let mode = partition_by
+            .parse::<PartitionMode>()
+            .map_err(ConfigError::new_err)?;
         let counters = Arc::<TxCounters>::default();
         let events = Arc::<EventLog>::default();
         let stats_file = match stats_fd {
@@ -88,80 +110,22 @@ impl TxWorker {
         let config = TxConfig {
             burst,
             queue_full_wait: queue_full_wait.map(|s| Duration::from_secs_f64(s.max(0.0))),
-            partitioning: Partitioning::Key,
+            partitioning: Partitioning::new(
+                mode,
+                partitions,
+                worker,
+                workers,
+                producer.message_set(),
+            ),
         };
-        let setting = |key: &str, default: usize| {
-            settings
-                .iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .and_then(|(_, v)| v.trim().parse().ok())
-                .unwrap_or(default)
-        };
-        let message_set = (
-            setting("batch.num.messages", BATCH_NUM_MESSAGES),
-            setting("batch.size", BATCH_SIZE),
-        );
         Ok(TxWorker {
             name,
-            message_set,
             parts: Mutex::new(Some((readers, producer, config))),
             control: Arc::default(),
             counters,
             events,
             thread: Thread::default(),
         })
-    }
-
-    /// Waits up to `timeout` seconds for the cluster to answer (KafkaError if not).
-    fn check_connection(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
-        let parts = self.parts.lock().unwrap();
-        let (_, producer, _) = parts
-            .as_ref()
-            .ok_or_else(|| FastcapaError::new_err("the worker is already running"))?;
-        py.detach(|| producer.check_connection(Duration::from_secs_f64(timeout.max(0.0))))?;
-        Ok(())
-    }
-
-    /// Chooses how frames go to partitions (`--partition-by`): "key"
-    /// (librdkafka's partitioner on the key), "batch" (this worker's own
-    /// partitions, one per burst, see `Partitioning::batch`; it is worker
-    /// `worker` of `workers`) or "flow" (`flow_hash % partitions`). Reads the
-    /// partition count from the cluster; call before `start`. Returns it
-    /// (0 for "key", which does not need it).
-    #[pyo3(signature = (mode, topic, timeout, *, worker, workers))]
-    fn set_partitioning(
-        &self,
-        py: Python<'_>,
-        mode: &str,
-        topic: &str,
-        timeout: f64,
-        worker: usize,
-        workers: usize,
-    ) -> PyResult<u32> {
-        let mut parts = self.parts.lock().unwrap();
-        let (_, producer, config) = parts
-            .as_mut()
-            .ok_or_else(|| FastcapaError::new_err("the worker is already running"))?;
-        let mode = mode
-            .parse::<PartitionMode>()
-            .map_err(ConfigError::new_err)?;
-        if mode == PartitionMode::Key {
-            config.partitioning = Partitioning::Key;
-            return Ok(0);
-        }
-        let count = py
-            .detach(|| producer.partition_count(topic, Duration::from_secs_f64(timeout.max(0.0))))
-            .ok_or_else(|| {
-                KafkaError::new_err(format!("cannot read the partitions of topic {topic}"))
-            })? as u32;
-        config.partitioning = if mode == PartitionMode::Flow {
-            Partitioning::Flow { partitions: count }
-        } else {
-            let (messages, bytes) = self.message_set;
-            Partitioning::batch(count, worker, workers, messages, bytes)
-        };
-        Ok(count)
     }
 
     /// Starts the worker's thread, pinned to core `cpu` when given.

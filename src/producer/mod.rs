@@ -18,21 +18,27 @@
 //! The record's Kafka timestamp is the time of production (the batch call
 //! sets no other); the capture time is the key (docs/performance.md).
 
+mod batch;
+mod context;
+mod memory;
+
 use std::ffi::CString;
 use std::fs::File;
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::bindings as rd;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext, PurgeConfig};
+use rdkafka::producer::{BaseProducer, Producer, PurgeConfig};
 use rdkafka::ClientContext;
 
-use crate::counters::{bump, TxCounters};
-use crate::events::{EventKind, EventLog};
-use crate::kafka::codec::{encode_key, encode_orig_len, KEY_LEN, ORIG_LEN_HEADER};
+pub use self::batch::{Batch, Offer, UNASSIGNED};
+pub use self::context::DeliveryCounter;
+use self::memory::keep_freed_memory;
+use crate::counters::TxCounters;
+use crate::events::EventLog;
+use crate::kafka::codec::{encode_key, encode_orig_len, ORIG_LEN_HEADER};
 use crate::kafka::config::{self, ClientError};
 use crate::kafka::LastError;
 
@@ -46,86 +52,6 @@ pub enum ProducerError {
     /// The cluster answered, but the topic cannot be used at all.
     #[error("topic {topic} {reason}")]
     Topic { topic: String, reason: String },
-}
-
-/// The producer's context: counts delivery reports into the worker's
-/// counters, appends librdkafka's statistics to a file when asked, and
-/// records client errors and failed deliveries as events for the control
-/// plane to report.
-pub struct DeliveryCounter {
-    counters: Arc<TxCounters>,
-    stats_file: Option<Mutex<File>>,
-    events: Arc<EventLog>,
-    /// While the start-up check runs, errors are kept, not printed: the
-    /// last one becomes the reason of a single error line if the check fails.
-    checking: AtomicBool,
-    last_error: LastError,
-}
-
-impl ClientContext for DeliveryCounter {
-    fn stats_raw(&self, statistics: &[u8]) {
-        if let Some(file) = &self.stats_file {
-            if let Ok(mut file) = file.lock() {
-                // One JSON object per line, as Metron's fastcapa wrote them, in
-                // one write: several producers append to the same file.
-                let mut line = Vec::with_capacity(statistics.len() + 1);
-                line.extend_from_slice(statistics);
-                line.push(b'\n');
-                let _ = file.write_all(&line);
-            }
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        if self.checking.load(Ordering::Relaxed) {
-            self.last_error.record(&error, reason);
-        } else {
-            self.events
-                .record(EventKind::Kafka, &format!("{error}: {reason}"));
-        }
-    }
-}
-
-impl ProducerContext for DeliveryCounter {
-    type DeliveryOpaque = ();
-
-    /// Reports that rust-rdkafka serves itself (while `BaseProducer::poll`
-    /// runs); the transmit path serves them as events (`serve_reports`).
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(message) => self.count_reports(1, message.payload_len() as u64, 0),
-            Err((error, _)) => {
-                self.count_reports(0, 0, 1);
-                self.delivery_failed(error);
-            }
-        }
-    }
-}
-
-impl DeliveryCounter {
-    /// Adds delivery reports to the worker's counters: `delivered`
-    /// messages of `bytes` payload, and `failed` ones.
-    fn count_reports(&self, delivered: u64, bytes: u64, failed: u64) {
-        bump(&self.counters.delivered, delivered);
-        bump(&self.counters.delivered_bytes, bytes);
-        bump(&self.counters.failed, failed);
-    }
-
-    /// Why a delivery failed, for the operator.
-    fn delivery_failed(&self, error: &KafkaError) {
-        self.events
-            .record(EventKind::DeliveryFailed, &error.to_string());
-    }
-}
-
-/// Outcome of offering one frame to the producer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Offer {
-    Queued,
-    /// The producer's queue is full (`queue.buffering.max.messages`/`kbytes`).
-    QueueFull,
-    /// librdkafka refused the message for good (e.g. larger than `message.max.bytes`).
-    Refused(String),
 }
 
 /// Most events one `serve_reports` call handles (a delivery report event
@@ -206,16 +132,16 @@ impl KafkaProducer {
     }
 
     /// Waits up to `timeout` for the cluster to answer a metadata request
-    /// about the topic. On failure the reason is librdkafka's last error
+    /// about the topic; returns its partition count. On failure the reason is librdkafka's last error
     /// (say, a TLS certificate it could not verify) rather than a bare
     /// timeout. The request is the one a first produce would make, so a
     /// cluster that creates topics on first use creates it now; a topic that
     /// does not exist and will not be created, or that this client may not
     /// see, is an error here rather than a producer queue that fills until
     /// librdkafka gives up on the topic (after 30 s, and silently until then).
-    pub fn check_connection(&self, timeout: Duration) -> Result<(), ProducerError> {
+    pub fn check_connection(&self, timeout: Duration) -> Result<usize, ProducerError> {
         let context = self.producer.context();
-        context.checking.store(true, Ordering::Relaxed);
+        context.set_checking(true);
         let answer = self
             .producer
             .client()
@@ -224,7 +150,7 @@ impl KafkaProducer {
         for _ in 0..64 {
             self.producer.poll(Duration::ZERO);
         }
-        context.checking.store(false, Ordering::Relaxed);
+        context.set_checking(false);
         let last_error = context.last_error.take();
         let metadata = answer
             .map_err(|e| ClientError::unreachable(&self.bootstrap, timeout, last_error, &e))?;
@@ -232,7 +158,14 @@ impl KafkaProducer {
         let topic_error = |metadata: &rdkafka::metadata::Metadata| {
             metadata.topics().first().and_then(|t| t.error())
         };
+        let partitions = |metadata: &rdkafka::metadata::Metadata| {
+            metadata
+                .topics()
+                .first()
+                .map_or(0, |t| t.partitions().len())
+        };
         let mut error = topic_error(&metadata);
+        let mut count = partitions(&metadata);
         // A cluster that creates topics on first use answers the request that
         // creates one with "unknown topic" all the same (Kafka 4): ask again
         // until it is there or it is plain that it will not be.
@@ -244,7 +177,10 @@ impl KafkaProducer {
                 .client()
                 .fetch_metadata(Some(&self.topic_name), timeout)
             {
-                Ok(metadata) => error = topic_error(&metadata),
+                Ok(metadata) => {
+                    error = topic_error(&metadata);
+                    count = partitions(&metadata);
+                }
                 Err(_) => break,
             }
         }
@@ -260,7 +196,8 @@ impl KafkaProducer {
             }
             // Fine, or passing: being created (LEADER_NOT_AVAILABLE), a leader
             // moving. Production waits for it or reports what goes wrong.
-            _ => return Ok(()),
+            _ if count > 0 => return Ok(count),
+            _ => "has no partitions the cluster describes",
         };
         Err(ProducerError::Topic {
             topic: self.topic_name.clone(),
@@ -268,15 +205,33 @@ impl KafkaProducer {
         })
     }
 
-    /// Number of partitions of the topic, from the cluster's metadata.
-    pub fn partition_count(&self, topic: &str, timeout: Duration) -> Option<usize> {
-        let metadata = self
-            .producer
-            .client()
-            .fetch_metadata(Some(topic), timeout)
-            .ok()?;
-        let count = metadata.topics().first()?.partitions().len();
-        (count > 0).then_some(count)
+    /// Messages and bytes of one message set, as this producer's
+    /// librdkafka has them (`batch.num.messages`, `batch.size`: the
+    /// operator's or librdkafka's own defaults).
+    pub fn message_set(&self) -> (usize, usize) {
+        (
+            self.setting("batch.num.messages").unwrap_or(1),
+            self.setting("batch.size").unwrap_or(1),
+        )
+    }
+
+    /// A numeric setting as the client holds it.
+    fn setting(&self, name: &str) -> Option<usize> {
+        let name = CString::new(name).ok()?;
+        let mut value = [0u8; 64];
+        let mut size = value.len();
+        // SAFETY: the client is alive; rd_kafka_conf returns its own
+        // configuration (not a copy, not to be freed), and conf_get writes at
+        // most `size` bytes, NUL-terminated, into `value`.
+        let status = unsafe {
+            let conf = rd::rd_kafka_conf(self.producer.client().native_ptr());
+            rd::rd_kafka_conf_get(conf, name.as_ptr(), value.as_mut_ptr().cast(), &mut size)
+        };
+        if status != rd::rd_kafka_conf_res_t::RD_KAFKA_CONF_OK {
+            return None;
+        }
+        let text = std::ffi::CStr::from_bytes_until_nul(&value).ok()?;
+        text.to_str().ok()?.trim().parse().ok()
     }
 
     /// Offers one frame alone: key = capture time in µs (see
@@ -489,126 +444,5 @@ impl Drop for KafkaProducer {
     }
 }
 
-/// librdkafka allocates every message it queues and frees it when its
-/// delivery report is served: at a million messages a second the transmit
-/// thread's malloc heap grows by megabytes and, with glibc's defaults, is
-/// trimmed back each time the reports have freed its top, then faulted in
-/// again page by page (an eighth of the transmit path's CPU, docs/benchmarks.md).
-/// Freed memory up to these sizes stays with the heap instead; the producer
-/// queue's bound (`--buffer`) still caps how much is ever in use.
-const KEEP_FREED_BYTES: i32 = 64 << 20;
-const HEAP_GROWTH_PAD_BYTES: i32 = 16 << 20;
-
-fn keep_freed_memory() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: mallopt only changes glibc's trimming thresholds; it is
-        // safe to call at any time from any thread.
-        unsafe {
-            libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP_FREED_BYTES);
-            libc::mallopt(libc::M_TOP_PAD, HEAP_GROWTH_PAD_BYTES);
-        }
-    });
-}
-
-/// librdkafka's "no partition chosen" (`RD_KAFKA_PARTITION_UA`, a macro
-/// the bindings leave out): its partitioner hashes the key.
-pub const UNASSIGNED: i32 = -1;
-
-/// The messages of one `rd_kafka_produce_batch` call, reused from burst to
-/// burst: the keys live here, the values in the ring's slots.
-pub struct Batch {
-    messages: Vec<rd::rd_kafka_message_t>,
-    keys: Box<[[u8; KEY_LEN]]>,
-    /// Keys written since `clear` (messages consumed keep theirs in place).
-    keys_used: usize,
-    per_message_partition: bool,
-}
-
-// SAFETY: the raw pointers a batch holds are only dereferenced by librdkafka
-// inside `produce_batch`, on the thread that owns the batch; between bursts
-// they are stale and never read.
-unsafe impl Send for Batch {}
-
-impl Batch {
-    /// Room for `capacity` messages (the transmit burst).
-    pub fn new(capacity: usize) -> Batch {
-        Batch {
-            messages: Vec::with_capacity(capacity),
-            keys: vec![[0; KEY_LEN]; capacity].into_boxed_slice(),
-            keys_used: 0,
-            per_message_partition: false,
-        }
-    }
-
-    pub fn clear(&mut self) {
-        self.messages.clear();
-        self.keys_used = 0;
-        self.per_message_partition = false;
-    }
-
-    pub fn len(&self) -> usize {
-        self.messages.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
-    }
-
-    pub fn is_full(&self) -> bool {
-        self.keys_used == self.keys.len()
-    }
-
-    /// Adds a whole frame: key = capture time in µs, `partition` its own
-    /// (any value when the whole batch goes to one partition). `value` must
-    /// stay where it is until the batch is produced or cleared (it is a slot
-    /// the transmit worker holds for the burst).
-    #[inline]
-    pub fn push(&mut self, ts_us: u64, value: &[u8], partition: Option<i32>) {
-        let i = self.keys_used;
-        assert!(i < self.keys.len(), "batch full");
-        self.keys_used += 1;
-        self.keys[i] = encode_key(ts_us);
-        if partition.is_some() {
-            self.per_message_partition = true;
-        }
-        self.messages.push(rd::rd_kafka_message_t {
-            err: rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
-            rkt: std::ptr::null_mut(),
-            partition: partition.unwrap_or(UNASSIGNED),
-            payload: value.as_ptr() as *mut _,
-            len: value.len(),
-            key: self.keys[i].as_ptr() as *mut _,
-            key_len: KEY_LEN,
-            offset: 0,
-            _private: std::ptr::null_mut(),
-        });
-    }
-
-    /// What became of message `i` in the last `produce_batch`.
-    pub fn outcome(&self, i: usize) -> Offer {
-        use rd::rd_kafka_resp_err_t::*;
-        match self.messages[i].err {
-            RD_KAFKA_RESP_ERR_NO_ERROR => Offer::Queued,
-            RD_KAFKA_RESP_ERR__QUEUE_FULL => Offer::QueueFull,
-            // SAFETY: rd_kafka_err2str returns a static string for any code.
-            err => Offer::Refused(
-                unsafe { std::ffi::CStr::from_ptr(rd::rd_kafka_err2str(err)) }
-                    .to_string_lossy()
-                    .into_owned(),
-            ),
-        }
-    }
-
-    /// Payload length of message `i`.
-    pub fn value_len(&self, i: usize) -> usize {
-        self.messages[i].len
-    }
-
-    /// Drops the first `n` messages (those done with), keeping the rest in
-    /// order for another call.
-    pub fn consume(&mut self, n: usize) {
-        self.messages.drain(..n);
-    }
-}
+#[cfg(test)]
+mod tests;

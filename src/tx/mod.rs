@@ -15,6 +15,48 @@ use std::time::{Duration, Instant};
 use crate::counters::{bump, TxCounters};
 use crate::events::{EventKind, EventLog};
 use crate::producer::{Batch, KafkaProducer, Offer, UNASSIGNED};
+
+/// What a transmit worker needs of its producer: [`KafkaProducer`], or a
+/// fake in the unit tests (the stall and drop paths without a broker).
+pub trait Produce {
+    /// Produces the batch (see [`KafkaProducer::produce_batch`]); how many
+    /// were queued, each message's outcome set.
+    fn produce_batch(&self, partition: i32, batch: &mut Batch) -> usize;
+    /// Offers one frame alone (a cut one, with its wire length).
+    fn offer(&self, ts_us: u64, partition: i32, value: &[u8], wire_len: u32) -> Offer;
+    /// Serves delivery reports (which free room in the queue).
+    fn serve_reports(&self);
+    /// Messages not yet acknowledged or failed.
+    fn in_flight(&self) -> usize;
+    /// Waits up to `timeout` for every message to be acknowledged, or until
+    /// `stop()`; true if none is left.
+    fn flush(&self, timeout: Duration, stop: impl Fn() -> bool) -> bool;
+    /// Fails everything still queued or in flight.
+    fn purge(&self);
+}
+
+impl Produce for KafkaProducer {
+    #[inline]
+    fn produce_batch(&self, partition: i32, batch: &mut Batch) -> usize {
+        KafkaProducer::produce_batch(self, partition, batch)
+    }
+    #[inline]
+    fn offer(&self, ts_us: u64, partition: i32, value: &[u8], wire_len: u32) -> Offer {
+        KafkaProducer::offer(self, ts_us, partition, value, wire_len)
+    }
+    fn serve_reports(&self) {
+        KafkaProducer::serve_reports(self)
+    }
+    fn in_flight(&self) -> usize {
+        KafkaProducer::in_flight(self)
+    }
+    fn flush(&self, timeout: Duration, stop: impl Fn() -> bool) -> bool {
+        KafkaProducer::flush(self, timeout, stop)
+    }
+    fn purge(&self) {
+        KafkaProducer::purge(self)
+    }
+}
 use crate::ring::{self, LaneReader, Slot, StallFlag};
 
 /// Longest park of a worker with nothing to send while messages are still
@@ -91,6 +133,27 @@ pub enum Partitioning {
 }
 
 impl Partitioning {
+    /// The partitioning `mode` means for worker `worker` of `workers` on a
+    /// topic of `count` partitions, whose producer fills message sets of
+    /// `message_set` (messages, bytes).
+    pub fn new(
+        mode: PartitionMode,
+        count: u32,
+        worker: usize,
+        workers: usize,
+        message_set: (usize, usize),
+    ) -> Partitioning {
+        match mode {
+            PartitionMode::Key => Partitioning::Key,
+            PartitionMode::Flow => Partitioning::Flow {
+                partitions: count.max(1),
+            },
+            PartitionMode::Batch => {
+                Partitioning::batch(count, worker, workers, message_set.0, message_set.1)
+            }
+        }
+    }
+
     /// Batch partitioning for worker `worker` of `workers` on a topic of
     /// `count` partitions: each worker owns the partitions `p` with
     /// `p % workers == worker`, so no two workers write to one partition
@@ -188,9 +251,9 @@ impl TxControl {
 }
 
 /// The worker's loop; returns when finished or aborted.
-pub fn run(
+pub fn run<P: Produce>(
     mut lanes: Vec<LaneReader>,
-    producer: KafkaProducer,
+    producer: P,
     config: TxConfig,
     control: Arc<TxControl>,
     counters: Arc<TxCounters>,
@@ -319,8 +382,8 @@ const MAX_BATCH: usize = 4096;
 
 /// Hands frames to the producer and counts what becomes of them, waiting
 /// for room in a full producer queue as the worker's configuration says.
-struct Sender<'a> {
-    producer: &'a KafkaProducer,
+struct Sender<'a, P: Produce> {
+    producer: &'a P,
     control: &'a TxControl,
     events: &'a EventLog,
     queue_full_wait: Option<Duration>,
@@ -332,7 +395,7 @@ struct Sender<'a> {
     dropped: u64,
 }
 
-impl Sender<'_> {
+impl<P: Produce> Sender<'_, P> {
     /// The producer took frames: its queue is not full (any more).
     #[inline]
     fn room(&mut self) {
@@ -443,36 +506,4 @@ impl Sender<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::Partitioning;
-
-    fn owned(count: u32, worker: usize, workers: usize) -> Vec<i32> {
-        match Partitioning::batch(count, worker, workers, 10, 10) {
-            Partitioning::Batch { partitions, .. } => partitions,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn workers_own_disjoint_partitions_covering_the_topic() {
-        for (count, workers) in [(8, 1), (8, 2), (8, 3), (4, 4), (1, 1)] {
-            let mut all: Vec<i32> = (0..workers)
-                .flat_map(|w| owned(count, w, workers))
-                .collect();
-            all.sort();
-            assert_eq!(
-                all,
-                (0..count as i32).collect::<Vec<_>>(),
-                "{count} {workers}"
-            );
-        }
-        assert_eq!(owned(8, 1, 3), vec![1, 4, 7]);
-    }
-
-    #[test]
-    fn more_workers_than_partitions_share_them_round() {
-        assert_eq!(owned(2, 0, 3), vec![0]);
-        assert_eq!(owned(2, 1, 3), vec![1]);
-        assert_eq!(owned(2, 2, 3), vec![0]);
-    }
-}
+mod tests;

@@ -1,0 +1,78 @@
+//! The producer against librdkafka's built-in mock cluster
+//! (`test.mock.num.brokers`): the start-up check, batches, cut frames,
+//! delivery reports and the effective settings, without a real broker (the
+//! integration tests use a real one).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Batch, KafkaProducer, Offer, UNASSIGNED};
+use crate::counters::TxCounters;
+use crate::events::EventLog;
+
+fn mock_producer(extra: &[(&str, &str)]) -> (KafkaProducer, Arc<TxCounters>) {
+    let mut settings = vec![
+        ("test.mock.num.brokers".to_string(), "1".to_string()),
+        ("linger.ms".to_string(), "1".to_string()),
+    ];
+    settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let counters = Arc::new(TxCounters::default());
+    let producer = KafkaProducer::new(
+        &settings,
+        "mocked",
+        Arc::clone(&counters),
+        Arc::new(EventLog::default()),
+        None,
+    )
+    .unwrap();
+    (producer, counters)
+}
+
+#[test]
+fn the_check_finds_the_topic_and_a_batch_is_delivered() {
+    let (producer, counters) = mock_producer(&[]);
+    let partitions = producer.check_connection(Duration::from_secs(10)).unwrap();
+    assert!(partitions > 0);
+    let values: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 60 + i as usize]).collect();
+    let mut batch = Batch::new(128);
+    for (i, value) in values.iter().enumerate() {
+        batch.push(1_700_000_000_000_000 + i as u64, value, None);
+    }
+    assert_eq!(producer.produce_batch(UNASSIGNED, &mut batch), 100);
+    assert!((0..100).all(|i| batch.outcome(i) == Offer::Queued));
+    // A cut frame goes alone, with its wire length in a header.
+    assert_eq!(producer.offer(1, 0, &[0u8; 96], 1514), Offer::Queued);
+    assert!(producer.flush(Duration::from_secs(10), || false));
+    let c = counters.snapshot();
+    assert_eq!((c.delivered, c.failed), (101, 0));
+    let bytes: usize = values.iter().map(Vec::len).sum::<usize>() + 96;
+    assert_eq!(c.delivered_bytes, bytes as u64);
+}
+
+#[test]
+fn a_message_larger_than_allowed_is_refused_for_good() {
+    let (producer, _) = mock_producer(&[("message.max.bytes", "1000")]);
+    assert!(matches!(
+        producer.offer(1, 0, &[0u8; 5000], 5000),
+        Offer::Refused(_)
+    ));
+    let big = vec![0u8; 5000];
+    let mut batch = Batch::new(2);
+    batch.push(1, &[0u8; 60], None);
+    batch.push(2, &big, None);
+    assert_eq!(producer.produce_batch(0, &mut batch), 1);
+    assert_eq!(batch.outcome(0), Offer::Queued);
+    assert!(matches!(batch.outcome(1), Offer::Refused(_)));
+}
+
+#[test]
+fn the_message_set_is_the_clients_own() {
+    let (producer, _) = mock_producer(&[]);
+    assert_eq!(
+        producer.message_set(),
+        (10_000, 1_000_000),
+        "librdkafka's defaults"
+    );
+    let (producer, _) = mock_producer(&[("batch.num.messages", "500"), ("batch.size", "65536")]);
+    assert_eq!(producer.message_set(), (500, 65536));
+}
