@@ -5,8 +5,7 @@
 use std::fmt;
 use std::io;
 
-use crate::afpacket::interface_index;
-use crate::source::CaptureError;
+use crate::source::{interface_index, CaptureError};
 
 /// Snap length [`BpfProgram::compile`] uses when asked for 0 (tcpdump's maximum).
 pub const DEFAULT_FILTER_SNAPLEN: u32 = MAX_SNAPLEN;

@@ -27,6 +27,41 @@ pub enum CaptureError {
     },
 }
 
+/// `CaptureError::Os` for `step`, naming the capabilities `needs` when the
+/// kernel said EPERM or EACCES.
+pub(crate) fn os_error(step: &str, source: io::Error, needs: &str) -> CaptureError {
+    let what = match source.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => format!("{step} needs {needs}"),
+        _ => step.to_string(),
+    };
+    CaptureError::Os { what, source }
+}
+
+/// The index of interface `name` in this thread's network namespace (for
+/// the capture sockets, and for compiling a filter as the live capture
+/// will run it).
+pub fn interface_index(name: &str) -> Result<u32, CaptureError> {
+    let missing = || CaptureError::NoSuchInterface(name.to_string());
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(missing());
+    }
+    let c_name = std::ffi::CString::new(name).map_err(|_| missing())?;
+    // SAFETY: `c_name` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index != 0 {
+        return Ok(index);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENODEV) | Some(libc::ENXIO) => Err(missing()),
+        _ => Err(os_error(
+            &format!("if_nametoindex({name})"),
+            err,
+            "CAP_NET_RAW (run as root or grant the capability)",
+        )),
+    }
+}
+
 /// A receive queue as the receive worker drives it: one AF_PACKET socket's
 /// ring, or one receive queue of a DPDK port. Owned by one worker thread
 /// (`Send`, not shared).

@@ -53,7 +53,7 @@ mod tests;
 
 pub use blocks::{Block, Frames};
 pub use queue::PacketQueue;
-pub use socket::interface_index;
+pub use crate::source::interface_index;
 // The DPDK backend reads its net_af_packet sockets with these.
 #[cfg(feature = "dpdk")]
 pub(crate) use socket::{interface_running, packet_statistics};

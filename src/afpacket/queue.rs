@@ -10,7 +10,7 @@ use super::blocks::{block_status, Block, RingMap};
 use super::socket::*;
 use super::{ring_geometry, QueueConfig, RingGeometry, BLOCK_TIMEOUT_MS};
 use crate::bpf::BpfProgram;
-use crate::source::{CaptureError, Frame, RxQueue};
+use crate::source::{interface_index, os_error, CaptureError, Frame, RxQueue};
 
 /// One receive queue: an AF_PACKET socket bound to one interface, with its
 /// TPACKET_V3 ring. See the module comment for the threading contract.

@@ -1,52 +1,22 @@
 //! The socket set-up steps, in the order `PacketQueue::open` calls them,
 //! and the errors they give.
 
-use std::ffi::CString;
 use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::{FanoutMode, RingGeometry, BLOCK_TIMEOUT_MS, TYPICAL_FRAME};
 use crate::bpf::BpfProgram;
-use crate::source::CaptureError;
+use crate::source::{os_error, CaptureError};
 
 /// The `errno` of the call that just failed, as an `io::Error`.
 pub(super) fn last_error() -> io::Error {
     io::Error::last_os_error()
 }
 
-/// `CaptureError::Os` for `step`, naming the capabilities `needs` when the
-/// kernel said EPERM or EACCES.
-pub(super) fn os_error(step: &str, source: io::Error, needs: &str) -> CaptureError {
-    let what = match source.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => format!("{step} needs {needs}"),
-        _ => step.to_string(),
-    };
-    CaptureError::Os { what, source }
-}
-
 pub(super) const NEEDS_RAW: &str = "CAP_NET_RAW (run as root or grant the capability)";
 pub(super) const NEEDS_RAW_ADMIN: &str =
     "CAP_NET_RAW and CAP_NET_ADMIN (run as root or grant them)";
-
-/// The index of interface `name` in this thread's network namespace.
-pub fn interface_index(name: &str) -> Result<u32, CaptureError> {
-    let missing = || CaptureError::NoSuchInterface(name.to_string());
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-        return Err(missing());
-    }
-    let c_name = CString::new(name).map_err(|_| missing())?;
-    // SAFETY: `c_name` is a valid NUL-terminated string that outlives the call.
-    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
-    if index != 0 {
-        return Ok(index);
-    }
-    let err = last_error();
-    match err.raw_os_error() {
-        Some(libc::ENODEV) | Some(libc::ENXIO) => Err(missing()),
-        _ => Err(os_error(&format!("if_nametoindex({name})"), err, NEEDS_RAW)),
-    }
-}
 
 pub(super) fn setsockopt<T>(
     fd: &OwnedFd,
