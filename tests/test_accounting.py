@@ -15,36 +15,7 @@ import pytest
 from fastcapa import cli, pipeline
 from fastcapa._fastcapa import RX_COUNTERS, TX_COUNTERS
 from fastcapa.stats import Reporter, Snapshot
-
-
-def queue(
-    nic_packets: int, nic_drops: int = 0, taken: int | None = None, ring_full: int = 0
-) -> dict[str, int]:
-    """A receive queue's raw counters: what the kernel had, dropped and handed over."""
-    taken = nic_packets - nic_drops if taken is None else taken
-    return {
-        "nic_packets": nic_packets,
-        "nic_drops": nic_drops,
-        "taken": taken,
-        "taken_bytes": 100 * taken,
-        "enqueued": taken - ring_full,
-        "ring_full": ring_full,
-    }
-
-
-def worker(dequeued: int, dropped: int = 0, failed: int = 0, delivered: int | None = None):
-    """A transmit worker's raw counters: what it took, refused, lost and delivered."""
-    produced = dequeued - dropped
-    delivered = produced - failed if delivered is None else delivered
-    return {
-        "dequeued": dequeued,
-        "produced": produced,
-        "produced_bytes": 100 * produced,
-        "dropped": dropped,
-        "delivered": delivered,
-        "delivered_bytes": 100 * delivered,
-        "failed": failed,
-    }
+from fastcapa_support.counters import queue, worker
 
 
 def test_a_run_that_lost_nothing_adds_up():

@@ -12,8 +12,60 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from fastcapa import _fastcapa
 from fastcapa.errors import ConfigError
 from fastcapa.stats import Snapshot
+
+# The counters come from the extension's own lists (RX_COUNTERS, TX_COUNTERS,
+# INDEX_COUNTERS, spelled once in src/counters.rs): one added there is
+# exported here with no other list to edit. A counter whose name ends in
+# `_bytes` counts bytes, any other frames (or records); these words say what
+# a kind means, and a kind without words is exported all the same.
+WORDS = {
+    "nic_packets": "the kernel's or NIC's count, dropped ones included",
+    "nic_drops": "dropped by the kernel or NIC",
+    "nic_taken": "taken when the kernel's or NIC's count was last read",
+    "taken": "taken in by the receive worker",
+    "enqueued": "put on the transmit ring",
+    "ring_full": "dropped, the transmit ring full",
+    "dequeued": "taken off the transmit rings",
+    "produced": "accepted by the producer",
+    "dropped": "refused by the producer, or left on a ring by an abort",
+    "delivered": "acknowledged by Kafka",
+    "failed": "delivery failed or purged",
+}
+
+
+def _kinds(names: list[str], unit: str) -> list[tuple[str, str]]:
+    """(counter, kind label) of every counter of `names` in `unit`
+    ("frames": no `_bytes` suffix; "bytes": the suffix, dropped from the label)."""
+    if unit == "bytes":
+        return [(name, name.removesuffix("_bytes")) for name in names if name.endswith("_bytes")]
+    return [(name, name) for name in names if not name.endswith("_bytes")]
+
+
+def _help(text: str, kinds: list[tuple[str, str]]) -> str:
+    """`text`, then each kind with its words where it has some."""
+    said = [f"{kind} ({WORDS[kind]})" if kind in WORDS else kind for _, kind in kinds]
+    return f"{text}, by kind: {', '.join(said)}"
+
+
+def _per_member(
+    metric: str, text: str, member: str, rows: list[dict[str, int]], names: list[str]
+) -> Iterator[Metric]:
+    """One counter family per unit (frames, bytes) of `names`, a sample per
+    row (receive queue, transmit worker) and kind."""
+    for unit in ("frames", "bytes"):
+        kinds = _kinds(names, unit)
+        if not kinds:
+            continue
+        family = CounterMetricFamily(
+            f"{metric}_{unit}", _help(f"{unit.capitalize()} {text}", kinds), labels=[member, "kind"]
+        )
+        for i, row in enumerate(rows):
+            for name, kind in kinds:
+                family.add_metric([str(i), kind], row[name])
+        yield family
 
 
 class PipelineCollector:
@@ -32,20 +84,17 @@ class PipelineCollector:
             frames.add_metric([stage, "out"], row.out)
             frames.add_metric([stage, "dropped"], row.drops)
         yield frames
-        queue_frames = CounterMetricFamily(
-            "fastcapa_queue_frames", "Frames per receive queue", labels=["queue", "kind"]
-        )
+        rx_names = [name for name in _fastcapa.RX_COUNTERS if all(name in q for q in now.queues)]
+        yield from _per_member("fastcapa_queue", "per receive queue", "queue", now.queues, rx_names)
         ring_fill = GaugeMetricFamily(
             "fastcapa_ring_fill", "Frames waiting in the transmit ring", labels=["queue"]
         )
         for i, queue in enumerate(now.queues):
-            for kind in ("nic_packets", "nic_drops", "taken", "enqueued", "ring_full"):
-                queue_frames.add_metric([str(i), kind], queue[kind])
             ring_fill.add_metric([str(i)], queue.get("ring_fill", 0))
-        yield queue_frames
         yield ring_fill
-        worker_frames = CounterMetricFamily(
-            "fastcapa_worker_frames", "Frames per transmit worker", labels=["worker", "kind"]
+        tx_names = [name for name in _fastcapa.TX_COUNTERS if all(name in w for w in now.workers)]
+        yield from _per_member(
+            "fastcapa_worker", "per transmit worker", "worker", now.workers, tx_names
         )
         producer_queue = GaugeMetricFamily(
             "fastcapa_producer_queue",
@@ -53,17 +102,75 @@ class PipelineCollector:
             labels=["worker"],
         )
         for i, worker in enumerate(now.workers):
-            for kind in ("dequeued", "produced", "dropped", "delivered", "failed"):
-                worker_frames.add_metric([str(i), kind], worker[kind])
             in_flight = worker["produced"] - worker["delivered"] - worker["failed"]
             producer_queue.add_metric([str(i)], max(0, in_flight))
-        yield worker_frames
         yield producer_queue
         delivered_bytes = CounterMetricFamily(
             "fastcapa_delivered_bytes", "Bytes of frames Kafka acknowledged"
         )
         delivered_bytes.add_metric([], now.delivered_bytes)
         yield delivered_bytes
+
+
+# `fastcapa index`'s counters with a metric of their own: name -> (metric,
+# its `kind` label or None, gauge rather than counter, help, scale). Any
+# other counter of INDEX_COUNTERS becomes `fastcapa_index_<name>`, a gauge.
+INDEX_METRICS: dict[str, tuple[str, str | None, bool, str, float]] = {
+    **{
+        kind: (
+            "fastcapa_index_records",
+            kind,
+            False,
+            "Records of the capture topic: read, indexed (acknowledged), unparsed",
+            1,
+        )
+        for kind in ("read", "indexed", "unparsed")
+    },
+    "read_bytes": ("fastcapa_index_read_bytes", None, False, "Bytes of records read", 1),
+    "slices": ("fastcapa_index_slices", None, False, "Slices the index topic acknowledged", 1),
+    "index_bytes": (
+        "fastcapa_index_bytes",
+        None,
+        False,
+        "Bytes of slices acknowledged (before compression)",
+        1,
+    ),
+    "pending": (
+        "fastcapa_index_pending",
+        None,
+        True,
+        "Slices handed to the producer, not yet acknowledged",
+        1,
+    ),
+    "commits": (
+        "fastcapa_index_commits",
+        None,
+        False,
+        "Offset commits, each after the slices it covers were acknowledged",
+        1,
+    ),
+    "lag_records": (
+        "fastcapa_index_lag_records",
+        None,
+        True,
+        "Records of the member's partitions not indexed yet",
+        1,
+    ),
+    "lag_us": (
+        "fastcapa_index_lag_seconds",
+        None,
+        True,
+        "Capture time between the newest record and the newest indexed",
+        1e-6,
+    ),
+    "partitions": (
+        "fastcapa_index_partitions",
+        None,
+        True,
+        "Partitions of the capture topic assigned to this member",
+        1,
+    ),
+}
 
 
 class IndexCollector:
@@ -74,39 +181,20 @@ class IndexCollector:
 
     def collect(self) -> Iterator[Metric]:
         counts = self.counters()
-        records = CounterMetricFamily(
-            "fastcapa_index_records",
-            "Records of the capture topic: read, indexed (acknowledged), unparsed",
-            labels=["kind"],
-        )
-        for kind in ("read", "indexed", "unparsed"):
-            records.add_metric([kind], counts[kind])
-        yield records
-        yield CounterMetricFamily(
-            "fastcapa_index_slices",
-            "Slices the index topic acknowledged",
-            value=counts["slices"],
-        )
-        yield CounterMetricFamily(
-            "fastcapa_index_bytes",
-            "Bytes of slices acknowledged (before compression)",
-            value=counts["index_bytes"],
-        )
-        yield GaugeMetricFamily(
-            "fastcapa_index_lag_records",
-            "Records of the member's partitions not indexed yet",
-            value=counts["lag_records"],
-        )
-        yield GaugeMetricFamily(
-            "fastcapa_index_lag_seconds",
-            "Capture time between the newest record and the newest indexed",
-            value=counts["lag_us"] / 1e6,
-        )
-        yield GaugeMetricFamily(
-            "fastcapa_index_partitions",
-            "Partitions of the capture topic assigned to this member",
-            value=counts["partitions"],
-        )
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+        for name in _fastcapa.INDEX_COUNTERS:
+            if name not in counts:
+                continue
+            metric, kind, gauge, text, scale = INDEX_METRICS.get(
+                name, (f"fastcapa_index_{name}", None, True, f"fastcapa index: {name}", 1)
+            )
+            family = families.get(metric)
+            if family is None:
+                labels = ["kind"] if kind is not None else []
+                kind_of = GaugeMetricFamily if gauge else CounterMetricFamily
+                family = families[metric] = kind_of(metric, text, labels=labels)
+            family.add_metric([kind] if kind is not None else [], counts[name] * scale)
+        yield from families.values()
 
 
 def serve(port: int, collector: PipelineCollector | IndexCollector) -> None:

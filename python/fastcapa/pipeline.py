@@ -42,8 +42,9 @@ from fastcapa.stats import READ_PASSES, Reporter, Snapshot, in_pipeline_order
 
 # Main-loop tick: how often the control plane looks at its workers.
 TICK = 0.05
-# Largest transmit-ring slot: frames up to this are copied without growing it.
-SLOT_BYTES = 2048
+# Largest transmit-ring slot: frames up to this are copied without growing it
+# (the extension's own figure, which config.py's memory budget uses too).
+SLOT_BYTES = _fastcapa.SLOT_DATA_BYTES
 # How long `close` waits for an aborted worker before it gives up on it.
 ABORT_JOIN_SECONDS = 10.0
 

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import IO
 
 from fastcapa.errors import ConfigError
 
 STAGES = ("nic", "rx", "tx", "kaf")
+# Each stage's row from its workers' counters (src/counters.rs, the names the
+# extension exports), added up: (in, out, drops). The queued column is the
+# transmit rings' fill at [rx], what the producers hold at [kaf].
+ROWS = {
+    "nic": ("nic_packets", "taken", "nic_drops"),
+    "rx": ("taken", "enqueued", "ring_full"),
+    "tx": ("dequeued", "produced", "dropped"),
+    "kaf": ("produced", "delivered", "failed"),
+}
 
 # While frames move, a report must not show more leaving a stage (out or
 # dropped) than came into it. Each counter only grows, and each worker counts
@@ -86,30 +95,29 @@ class Snapshot:
         ring_fill: list[int],
         workers: list[dict[str, int]],
     ) -> Snapshot:
-        def total(rows: list[dict[str, int]], key: str) -> int:
-            return sum(row[key] for row in rows)
-
-        taken = total(queues, "taken")
-        # [nic] as of the receive workers' last reading of the kernel's (or
-        # the NIC's) counters: what they had taken at that moment, where the
-        # extension says (the kernel's count is read only now and then).
-        nic_out = total(queues, "nic_taken") if _has(queues, "nic_taken") else taken
-        produced = total(workers, "produced")
-        delivered = total(workers, "delivered")
-        failed = total(workers, "failed")
+        totals = {**_totals(queues), **_totals(workers)}
         for i, fill in enumerate(ring_fill):
             if i < len(queues):
                 queues[i] = {**queues[i], "ring_fill": fill}
+        rows = {
+            stage: Row(totals.get(taken_in, 0), None, totals.get(out, 0), totals.get(drops, 0))
+            for stage, (taken_in, out, drops) in ROWS.items()
+        }
+        # [nic] as of the receive workers' last reading of the kernel's (or
+        # the NIC's) counters: what they had taken at that moment, where the
+        # extension says (the kernel's count is read only now and then).
+        if "nic_taken" in totals:
+            rows["nic"] = replace(rows["nic"], out=totals["nic_taken"])
+        rows["rx"] = replace(rows["rx"], queued=sum(ring_fill))
+        kaf = rows["kaf"]
+        rows["kaf"] = replace(kaf, queued=max(0, kaf.taken_in - kaf.out - kaf.drops))
         return cls(
             at=time.time(),
             mono=time.monotonic(),
-            nic=Row(total(queues, "nic_packets"), None, nic_out, total(queues, "nic_drops")),
-            rx=Row(taken, sum(ring_fill), total(queues, "enqueued"), total(queues, "ring_full")),
-            tx=Row(total(workers, "dequeued"), None, produced, total(workers, "dropped")),
-            kaf=Row(produced, max(0, produced - delivered - failed), delivered, failed),
+            **rows,
             queues=queues,
             workers=workers,
-            delivered_bytes=total(workers, "delivered_bytes"),
+            delivered_bytes=totals.get("delivered_bytes", 0),
         )
 
     @classmethod
@@ -154,8 +162,10 @@ class Snapshot:
         }
 
 
-def _has(rows: list[dict[str, int]], key: str) -> bool:
-    return bool(rows) and all(key in row for row in rows)
+def _totals(rows: list[dict[str, int]]) -> dict[str, int]:
+    """Each counter the rows have (as the extension hands them out), added up."""
+    names = set.intersection(*(set(row) for row in rows)) if rows else set()
+    return {name: sum(row[name] for row in rows) for name in names}
 
 
 def _rates(now: Snapshot, previous: Snapshot | None) -> dict[str, tuple[float, float]]:

@@ -8,6 +8,7 @@
 - `pcapref`: libpcap through ctypes, the reference reader and writer.
 - `capgen`: generated captures of mixed traffic.
 - `frames`: Ethernet/IPv4/UDP frames built by hand (`udp_frame`).
+- `counters`: the workers' counters built by hand, for tests without workers.
 - `runner`: the CLI as an operator runs it (`run_fastcapa`, `start_fastcapa`,
   `Probe` for a live probe in the background), and the checks on its outcome.
 - `processes`: background processes, each killed when its test ends.
