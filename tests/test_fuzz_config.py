@@ -34,12 +34,10 @@ from fastcapa.config import (
     MAX_SECONDS,
     MAX_SNAPLEN,
     CaptureSettings,
-    kafka_settings,
     parse_cpus,
-    parse_override,
-    read_ini,
 )
 from fastcapa.errors import ConfigError
+from fastcapa.librdkafka import kafka_settings, parse_override, read_ini
 from fastcapa.options import capture_time as parse_time
 
 EXAMPLES = int(os.environ.get("FASTCAPA_FUZZ_EXAMPLES", "60"))
@@ -341,7 +339,8 @@ def test_librdkafka_judges_every_property(key, value):
     ring = _fastcapa.TxRing(2, lanes=1, slot_bytes=64)
     try:
         _fastcapa.TxWorker(
-            "fuzz", [(ring, 0)], "fuzz", list(merged.items()), burst=1, queue_full_wait=0.1
-        )
+            "fuzz", [(ring, 0)], "fuzz", list(merged.items()), burst=1, queue_full_wait=0.1,
+            partition_by="key", partitions=1, worker=0, workers=1,
+        )  # fmt: skip
     except ConfigError as e:
         assert one_line(str(e)) and key in str(e), str(e)

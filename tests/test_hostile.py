@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from fastcapa.config import parse_override
 from fastcapa.errors import ConfigError
+from fastcapa.librdkafka import parse_override
 from fastcapa_support.kafka_read import read_topic
 from fastcapa_support.netns import VethPair, netns_available
 from fastcapa_support.pcapref import read_capture
@@ -129,7 +129,8 @@ def test_a_bad_statistics_descriptor_is_refused(fd, words):
     with pytest.raises(ConfigError, match=words):
         _fastcapa.TxWorker(
             "fcapa-tx-0", [(ring, 0)], "t", [("bootstrap.servers", NOWHERE)],
-            burst=1, queue_full_wait=None, stats_fd=fd,
+            burst=1, queue_full_wait=None, partition_by="key", partitions=1, worker=0,
+            workers=1, stats_fd=fd,
         )  # fmt: skip
 
 
