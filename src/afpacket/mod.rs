@@ -51,9 +51,9 @@ mod socket;
 #[cfg(test)]
 mod tests;
 
+pub use crate::source::interface_index;
 pub use blocks::{Block, Frames};
 pub use queue::PacketQueue;
-pub use crate::source::interface_index;
 // The DPDK backend reads its net_af_packet sockets with these.
 #[cfg(feature = "dpdk")]
 pub(crate) use socket::{interface_running, packet_statistics};
