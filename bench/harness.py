@@ -20,7 +20,8 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from fastcapa.config import PRODUCER_DEFAULTS, CaptureSettings
+from fastcapa.config import CaptureSettings
+from fastcapa.librdkafka import PRODUCER_DEFAULTS
 from fastcapa_support import capgen as gen_capture
 from fastcapa_support import kafka_cluster as kafka
 from fastcapa_support.procfs import thread_cpu_seconds

@@ -26,7 +26,7 @@ import time
 import pcapy  # pcapy-ng
 from confluent_kafka import Producer
 
-from fastcapa.config import PRODUCER_DEFAULTS
+from fastcapa.librdkafka import PRODUCER_DEFAULTS
 
 KEY = struct.Struct(">Q")
 

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from fastcapa.config import (
-    CaptureSettings,
-    default_tx_workers,
-    kafka_settings,
-    parse_cpus,
-    parse_override,
-    parse_size,
-    read_ini,
-)
+from fastcapa.config import CaptureSettings, default_tx_workers, parse_cpus
 from fastcapa.errors import ConfigError
+from fastcapa.librdkafka import kafka_settings, parse_override, read_ini
 from fastcapa.pipeline import assign_lanes
+from fastcapa.sizing import parse_size
 from fastcapa_support.runner import assert_clean_failure
 
 

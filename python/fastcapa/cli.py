@@ -13,14 +13,9 @@ import sys
 from dataclasses import fields
 
 from fastcapa import __version__, options
-from fastcapa.config import (
-    DPDK_RX_DESC,
-    PRODUCER_DEFAULTS,
-    CaptureSettings,
-    kafka_settings,
-    parse_cpus,
-)
+from fastcapa.config import DPDK_RX_DESC, CaptureSettings, parse_cpus
 from fastcapa.errors import ConfigError, FastcapaError
+from fastcapa.librdkafka import PRODUCER_DEFAULTS, kafka_settings
 from fastcapa.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 
 _DEFAULTS = {f.name: f.default for f in fields(CaptureSettings)}

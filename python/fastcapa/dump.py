@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastcapa._fastcapa import MAX_SNAPLEN
-from fastcapa.config import explain_connection_failure
 from fastcapa.errors import ConfigError, FastcapaError, KafkaError
+from fastcapa.librdkafka import explain_connection_failure
 from fastcapa.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 
 if TYPE_CHECKING:

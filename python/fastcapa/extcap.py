@@ -37,8 +37,8 @@ from types import FrameType
 from typing import TypeVar
 
 from fastcapa import __version__, dump, options
-from fastcapa.config import check_topic, kafka_settings
 from fastcapa.errors import ConfigError, FastcapaError
+from fastcapa.librdkafka import check_topic, kafka_settings
 from fastcapa.options import EXIT_OK, EXIT_USAGE, fail
 
 INTERFACE = "fastcapa"

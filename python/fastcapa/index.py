@@ -19,8 +19,8 @@ import time
 from typing import IO, TYPE_CHECKING
 
 from fastcapa import options
-from fastcapa.config import check_topic, explain_connection_failure, kafka_settings
 from fastcapa.errors import ConfigError, FastcapaError, KafkaError
+from fastcapa.librdkafka import check_topic, explain_connection_failure, kafka_settings
 from fastcapa.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from fastcapa.signals import SignalLatch
 from fastcapa.stats import JsonLines

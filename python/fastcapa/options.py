@@ -14,8 +14,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import NoReturn
 
-from fastcapa.config import MAX_COUNT, MAX_SECONDS, parse_size
+from fastcapa.config import MAX_COUNT, MAX_SECONDS
 from fastcapa.errors import ConfigError
+from fastcapa.sizing import parse_size
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -35,8 +35,10 @@ from types import TracebackType
 from typing import IO, Protocol
 
 from fastcapa import _fastcapa, events
-from fastcapa.config import CaptureSettings, eal_arguments, explain_connection_failure
+from fastcapa.config import CaptureSettings
+from fastcapa.eal import eal_arguments
 from fastcapa.errors import ConfigError, KafkaError
+from fastcapa.librdkafka import explain_connection_failure
 from fastcapa.signals import SignalLatch
 from fastcapa.stats import READ_PASSES, Reporter, Snapshot, in_pipeline_order
 
