@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import sys
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from fastcapa._fastcapa import MAX_SNAPLEN
 from fastcapa.errors import ConfigError, FastcapaError, KafkaError
 from fastcapa.librdkafka import explain_connection_failure
 from fastcapa.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+from fastcapa.signals import SignalLatch
 
 if TYPE_CHECKING:
     from fastcapa import _fastcapa
@@ -141,7 +143,20 @@ def explain_lines(query: Query, plan: dict[str, Any]) -> list[str]:
 
 
 def run(settings: dict[str, str], query: Query) -> int:
-    """Writes the frames the query asks for; returns the exit status."""
+    """Writes the frames the query asks for; returns the exit status.
+
+    SIGINT and SIGTERM are counted from here on, never raised: a dump that
+    inherited SIGINT ignored (started in the background of a script) still
+    stops on it, and no KeyboardInterrupt can land in the middle of writing
+    what waits, closing the output or leaving Kafka. The first one ends the
+    reading at the end of the step under way (STEP_SECONDS) and writes what
+    waits in the merge; a second one before that skips it. The count stays
+    until the process exits: a signal once the dump is done changes
+    nothing (restored, Python's handler would make it exit 130)."""
+    return _run(settings, query, SignalLatch())
+
+
+def _run(settings: dict[str, str], query: Query, stops: SignalLatch) -> int:
     from fastcapa import _fastcapa
 
     to_stdout = query.output == "-"
@@ -178,7 +193,7 @@ def run(settings: dict[str, str], query: Query) -> int:
             for line in explain_lines(query, dump.plan()):
                 print(line, file=sys.stderr)
         try:
-            status = _drive(dump, query)
+            status = _drive(dump, query, stops)
             counts = dump.topic_counters()
         finally:
             dump.close()
@@ -195,15 +210,19 @@ def run(settings: dict[str, str], query: Query) -> int:
     return status
 
 
-def _drive(dump: _fastcapa.Dump, query: Query) -> int | None:
-    """Runs the dump to its end or to Ctrl-C; the exit status, or None when
-    the reader of the output went away (a pipe closed early)."""
+def _drive(dump: _fastcapa.Dump, query: Query, stops: SignalLatch) -> int | None:
+    """Runs the dump to its end or to a signal; the exit status, or None when
+    the reader of the output went away (a pipe closed early). Between two
+    bounded native calls it looks at the signals and the progress line, and
+    nothing else: the stop is the same whenever the signal comes."""
     progress = _Progress()
     try:
-        try:
-            while not dump.run(STEP_SECONDS):
+        done = False
+        while not done and not stops.count:
+            done = dump.run(STEP_SECONDS)
+            if not done:
                 progress.show(dump.counters()["read"])
-        except KeyboardInterrupt:
+        if not done and stops.count == 1:
             # Stopped by the operator: what waits in the merge is written too.
             dump.finish()
     except BrokenPipeError:
@@ -218,18 +237,31 @@ def _drive(dump: _fastcapa.Dump, query: Query) -> int | None:
 
 
 class _Progress:
-    """A progress line on stderr, only when stderr is a terminal."""
+    """A progress line on stderr, only when stderr is a terminal. It is
+    written only when the terminal takes it at once, in one write: a
+    terminal nobody reads (or one stopped with Ctrl-S) holds up neither the
+    dump nor its stop."""
 
     def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
+        self.fd = sys.stderr.fileno() if sys.stderr.isatty() else None
         self.last = time.monotonic()
+        self.shown = False
 
     def show(self, frames: int) -> None:
-        if self.enabled and time.monotonic() - self.last >= 1.0:
+        if self.fd is not None and time.monotonic() - self.last >= 1.0:
             self.last = time.monotonic()
-            sys.stderr.write(f"\rfastcapa dump: {frames} frames read")
-            sys.stderr.flush()
+            self.shown |= self._write(f"\rfastcapa dump: {frames} frames read")
 
     def done(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\033[K")
+        if self.shown:
+            self._write("\r\033[K")
+
+    def _write(self, text: str) -> bool:
+        assert self.fd is not None
+        try:
+            if not select.select([], [self.fd], [], 0)[1]:
+                return False
+            os.write(self.fd, text.encode())
+        except OSError:
+            return False
+        return True
