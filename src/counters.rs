@@ -59,6 +59,10 @@ macro_rules! counters {
 counters! {
     /// What one receive worker (one receive queue) saw.
     RxCounters => RxSnapshot {
+        /// Frames the worker had taken when it last read the kernel's (or
+        /// NIC's, or file's) count: what `nic_packets` is to be matched
+        /// with while the run goes on (that count is read only now and then).
+        nic_taken,
         /// Frames the kernel (or the capture file) had for this queue, dropped ones included.
         nic_packets,
         /// Frames the kernel dropped before the worker could take them (`PACKET_STATISTICS`).

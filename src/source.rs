@@ -19,6 +19,16 @@ pub enum CaptureError {
     InterfaceDown(String),
     #[error("invalid filter {expr:?}: {msg}")]
     InvalidFilter { expr: String, msg: String },
+    /// A capture file libpcap cannot open.
+    #[error("cannot read {path}: {reason}")]
+    Open { path: String, reason: String },
+    /// A capture file damaged after `records` whole records.
+    #[error("{path}: corrupt after record {records}: {reason}")]
+    Corrupt {
+        path: String,
+        records: u64,
+        reason: String,
+    },
     #[error("{what}: {source}")]
     Os {
         what: String,
@@ -66,6 +76,17 @@ pub fn interface_index(name: &str) -> Result<u32, CaptureError> {
 /// ring, or one receive queue of a DPDK port. Owned by one worker thread
 /// (`Send`, not shared).
 pub trait RxQueue: Send {
+    /// The source loses nothing by waiting (a file): a full transmit ring
+    /// holds it back for as long as it takes, never drops. A live queue
+    /// must keep taking frames, so it drops once Kafka stalls.
+    const CAN_WAIT: bool = false;
+
+    /// Nothing more will come (the end of a file): the worker closes its
+    /// books and ends. A live queue never ends by itself.
+    fn exhausted(&self) -> bool {
+        false
+    }
+
     /// Hands the next ready frames to `each`, in arrival order, starting with
     /// the first one not yet accepted, until `each` returns false (that frame
     /// and the ones after it are offered again by the next call) or the

@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import IO, Protocol
+from typing import IO
 
 from fastcapa import _fastcapa, events
 from fastcapa.config import CaptureSettings
@@ -49,20 +49,6 @@ TICK = 0.05
 SLOT_BYTES = _fastcapa.SLOT_DATA_BYTES
 # How long `close` waits for an aborted worker before it gives up on it.
 ABORT_JOIN_SECONDS = 10.0
-
-
-class ReceiveWorker(Protocol):
-    """What the control plane needs of a receive-side worker, whatever its
-    backend: a replay's file reader or a live queue's worker."""
-
-    @property
-    def name(self) -> str: ...
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def join(self, timeout: float | None = None) -> bool: ...
-    def error(self) -> str | None: ...
-    def events(self) -> tuple[list[tuple[str, str, int]], int]: ...
-    def counters(self) -> dict[str, int] | list[dict[str, int]]: ...
 
 
 def assign_lanes(rings: int, workers: int) -> list[list[tuple[int, int]]]:
@@ -139,10 +125,10 @@ class Pipeline:
         self.reporter: Reporter | None = None
         self.kafka_stats: IO[bytes] | None = None
         self.rings: list[_fastcapa.TxRing] = []
-        self.queues: list[_fastcapa.AfPacketQueue | _fastcapa.DpdkQueue] = []
+        self.queues: list[_fastcapa.AfPacketQueue | _fastcapa.DpdkQueue | _fastcapa.FileQueue] = []
         self.port: _fastcapa.DpdkPort | None = None
         self.group: _fastcapa.RxGroup | None = None
-        self.receivers: list[ReceiveWorker] = []
+        self.receivers: list[_fastcapa.RxWorker] = []
         self.workers: list[_fastcapa.TxWorker] = []
         self.linktype = 1
 
@@ -170,19 +156,24 @@ class Pipeline:
             for lanes in topology.lanes_per_ring()
         ]
         if settings.read is not None:
-            source = _fastcapa.FileSource(
-                settings.read,
-                self.rings,
-                snaplen=settings.snaplen,
-                count=settings.count,
-                hash_flows=settings.partition_by == "flow",
-            )
-            self.linktype = source.linktype
-            self.receivers = [source]
+            self._open_file(settings.read)
         elif settings.dpdk is not None:
             self._open_dpdk(settings.dpdk)
         else:
             self._open_live()
+
+    def _open_file(self, path: str) -> None:
+        """The file as a NIC with `-q` queues, each taking its share of the
+        flows; with one queue, --count is exact (the file stops there)."""
+        queues = self.topology.queues
+        self.queues = [
+            _fastcapa.FileQueue(
+                path, index=q, queues=queues, limit=self.settings.count if queues == 1 else 0
+            )
+            for q in range(queues)
+        ]
+        self.linktype = self.queues[0].linktype
+        self._build_receivers()
 
     def _open_live(self) -> None:
         settings, topology = self.settings, self.topology
@@ -205,7 +196,7 @@ class Pipeline:
                     promiscuous=True,
                 )
             )
-        self._start_receivers()
+        self._build_receivers()
 
     def _open_dpdk(self, device: str) -> None:
         """The EAL (once per process), the port with its queues, started."""
@@ -227,7 +218,7 @@ class Pipeline:
             filter=program,
         )
         self.queues = [self.port.queue(q) for q in range(self.topology.queues)]
-        self._start_receivers()
+        self._build_receivers()
 
     def source_name(self) -> str:
         """The source as messages name it: the file, the interface, or the DPDK port."""
@@ -256,7 +247,7 @@ class Pipeline:
             notes.append(f"{port.name}: the filter runs in user space on every frame")
         return notes
 
-    def _start_receivers(self) -> None:
+    def _build_receivers(self) -> None:
         settings, topology = self.settings, self.topology
         self.group = _fastcapa.RxGroup(count=settings.count)
         self.receivers = [
@@ -334,10 +325,7 @@ class Pipeline:
 
     def _counters(self) -> tuple[list[dict[str, int]], list[dict[str, int]]]:
         """One read of every receive queue's and transmit worker's counters."""
-        queues: list[dict[str, int]] = []
-        for receiver in self.receivers:
-            counters = receiver.counters()
-            queues.extend(counters if isinstance(counters, list) else [counters])
+        queues = [receiver.counters() for receiver in self.receivers]
         return queues, [worker.counters() for worker in self.workers]
 
     def _report_events(self) -> None:
@@ -353,18 +341,15 @@ class Pipeline:
             for receiver in self.receivers:
                 receiver.start()
             started = time.monotonic()
-            next_report = started + settings.stats_interval
+            tick = _Tick(self, reporter, settings.stats_interval)
             # Phase 1: take frames until the source ends or we are told to stop.
             while not self._receivers_joined(TICK):
-                now = time.monotonic()
                 if signals.count or (
-                    settings.duration is not None and now - started >= settings.duration
+                    settings.duration is not None
+                    and time.monotonic() - started >= settings.duration
                 ):
                     self._stop_receivers()
-                self._report_events()
-                if now >= next_report:
-                    reporter.report(self.snapshot())
-                    next_report = now + settings.stats_interval
+                tick()
             # Phase 2: drain the rings and flush the producers.
             for worker in self.workers:
                 worker.finish(settings.drain_timeout)
@@ -375,17 +360,14 @@ class Pipeline:
                         for w in self.workers:
                             w.abort()
                         aborted = True
-                    self._report_events()
-                    now = time.monotonic()
-                    if now >= next_report:
-                        reporter.report(self.snapshot())
-                        next_report = now + settings.stats_interval
+                    tick()
             self._report_events()
             final = self.snapshot()
             reporter.report(final, final=True)
         finally:
             signals.restore()
-        errors = [e for e in (r.error() for r in self.receivers) if e]
+        # The queues of one file meet its damage each: one line says it.
+        errors = list(dict.fromkeys(e for e in (r.error() for r in self.receivers) if e))
         return Outcome(final, "; ".join(errors) or None, interrupted=signals.count > 0)
 
     def _receivers_joined(self, timeout: float) -> bool:
@@ -393,8 +375,8 @@ class Pipeline:
         return all(r.join(max(0.0, deadline - time.monotonic())) for r in self.receivers)
 
     def _stop_receivers(self) -> None:
-        for receiver in self.receivers:
-            receiver.stop()
+        if self.group is not None:
+            self.group.stop()
 
     def close(self) -> None:
         """Stops, aborts and joins whatever was started, closes what was
@@ -416,6 +398,22 @@ class Pipeline:
                 self.reporter.close()
             if self.kafka_stats is not None:
                 self.kafka_stats.close()
+
+
+class _Tick:
+    """What the main loop does at each tick while the workers run: pass on
+    their events, and report every `interval` seconds."""
+
+    def __init__(self, pipeline: Pipeline, reporter: Reporter, interval: float) -> None:
+        self.pipeline, self.reporter, self.interval = pipeline, reporter, interval
+        self.next_report = time.monotonic() + interval
+
+    def __call__(self) -> None:
+        self.pipeline._report_events()
+        now = time.monotonic()
+        if now >= self.next_report:
+            self.reporter.report(self.pipeline.snapshot())
+            self.next_report = now + self.interval
 
 
 def _open_kafka_stats(path: str | None) -> IO[bytes] | None:

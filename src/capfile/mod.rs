@@ -1,67 +1,89 @@
-//! The capture-file source: replays a pcap or pcapng file through the same
-//! receive queues and transmit rings as a live capture.
+//! The capture-file source: a pcap or pcapng file as a receive queue
+//! ([`RxQueue`]) of the one receive worker (`rx.rs`), as if the file were a
+//! NIC: `-q N` gives N queues, each taking its share of the flows, as RSS
+//! spreads them on a card.
 //!
 //! libpcap reads the file (both formats, both byte orders, micro- and
 //! nanosecond resolution; nanoseconds are truncated to microseconds, which is
 //! what the Kafka key holds). A classic pcap record's seconds are an unsigned
 //! 32-bit number (the format's definition: 1970 to 2106), which libpcap 1.10
 //! hands over sign-extended when the file is in the host's byte order; the
-//! source takes them back as unsigned, so records from 2038 on keep their time. One thread reads records in file order and
-//! spreads them over the queues by flow hash, so a replay exercises the whole
-//! pipeline. A file cannot lose frames by waiting, so where a live receive
-//! worker drops on a full ring, the file source waits for room.
+//! source takes them back as unsigned, so records from 2038 on keep their
+//! time. A file loses nothing by waiting, so where a live queue's worker
+//! drops on a full ring, a file's worker waits for room
+//! ([`RxQueue::CAN_WAIT`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use pcap::{Capture, Offline, Precision};
 
-use crate::counters::{bump, RxCounters};
 use crate::flow::flow_hash;
-use crate::ring::RingWriter;
-
-#[derive(Debug, thiserror::Error)]
-pub enum FileError {
-    #[error("cannot read {path}: {reason}")]
-    Open { path: String, reason: String },
-    #[error("{path}: corrupt after record {records}: {reason}")]
-    Corrupt {
-        path: String,
-        records: u64,
-        reason: String,
-    },
-}
-
-/// An open capture file, not yet read.
-pub struct CaptureFile {
-    capture: Capture<Offline>,
-    path: String,
-    /// pcapng keeps 64-bit timestamps; classic pcap 32-bit unsigned seconds.
-    pcapng: bool,
-}
+use crate::source::{CaptureError, Frame, RxQueue};
 
 /// The first four bytes of a pcapng file (its Section Header Block type).
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
-impl CaptureFile {
-    pub fn open(path: &str) -> Result<CaptureFile, FileError> {
-        if let Err(e) = std::fs::metadata(path) {
-            return Err(FileError::Open {
-                path: path.to_string(),
-                reason: e.to_string(),
-            });
-        }
-        let capture = Capture::from_file_with_precision(path, Precision::Micro).map_err(|e| {
-            FileError::Open {
-                path: path.to_string(),
-                reason: describe(e),
-            }
-        })?;
-        Ok(CaptureFile {
+/// Records one `take` reads at most: the transmit workers are woken once
+/// per take, so they find a batch rather than one record each time.
+const TAKE_RECORDS: usize = 256;
+
+/// A frame the worker could not place yet (the ring was full), kept for
+/// the next `take` (libpcap reuses its buffer for the next record).
+struct Pending {
+    ts_us: u64,
+    wire_len: u32,
+    data: Vec<u8>,
+}
+
+/// One receive queue of a capture file: the file read from its start, the
+/// records of this queue's share of the flows handed to the worker.
+pub struct FileQueue {
+    capture: Capture<Offline>,
+    path: String,
+    /// pcapng keeps 64-bit timestamps; classic pcap 32-bit unsigned seconds.
+    pcapng: bool,
+    /// This queue is `share.0` of `share.1`; records of other shares are
+    /// skipped (another queue takes them).
+    share: (u32, u32),
+    /// Stop after this many records of the file (0: all). Exact only for a
+    /// file read by one queue; with several, `--count` is the group's.
+    limit: u64,
+    /// Records of the file read so far (every share), for the damage message.
+    read: u64,
+    /// Records this queue handed over since the last `take_stats`.
+    taken: u64,
+    pending: Option<Pending>,
+    /// End of file, the limit, damage, or a closed intake: nothing more.
+    ended: bool,
+    damage: Option<CaptureError>,
+}
+
+// SAFETY: the libpcap handle is used by one thread at a time (the worker
+// that owns the queue); libpcap keeps no thread-local state for it.
+unsafe impl Send for FileQueue {}
+
+impl FileQueue {
+    /// Opens `path`, to be read as queue `share.0` of `share.1`, stopping
+    /// after `limit` records of the file (0: all).
+    pub fn open(path: &str, share: (u32, u32), limit: u64) -> Result<FileQueue, CaptureError> {
+        let open_error = |reason: String| CaptureError::Open {
+            path: path.to_string(),
+            reason,
+        };
+        std::fs::metadata(path).map_err(|e| open_error(e.to_string()))?;
+        let capture = Capture::from_file_with_precision(path, Precision::Micro)
+            .map_err(|e| open_error(describe(e)))?;
+        Ok(FileQueue {
             capture,
             path: path.to_string(),
             pcapng: starts_with(path, &PCAPNG_MAGIC),
+            share: (share.0, share.1.max(1)),
+            limit,
+            read: 0,
+            taken: 0,
+            pending: None,
+            ended: false,
+            damage: None,
         })
     }
 
@@ -69,128 +91,112 @@ impl CaptureFile {
     pub fn linktype(&self) -> i32 {
         self.capture.get_datalink().0
     }
+}
 
-    /// Reads records into the rings until the end of the file, `count`
-    /// records (0 = all), `stop`, or damage in the file. Records before the
-    /// damage are all enqueued before the error is returned. Each record's
-    /// flow hash is computed only where something uses it: several rings or
-    /// lanes to choose between, or `hash_flows` (partitions by flow).
-    pub fn replay(
-        mut self,
-        rings: &mut [RingWriter],
-        counters: &[Arc<RxCounters>],
-        snaplen: u32,
-        count: u64,
-        hash_flows: bool,
-        stop: &AtomicBool,
-    ) -> Result<(), FileError> {
-        let queues = rings.len() as u32;
-        let hash_flows = hash_flows || queues > 1 || rings.iter().any(|r| r.lanes() > 1);
-        let mut tally = vec![Tally::default(); rings.len()];
-        let result = self.read_into(
-            rings, &mut tally, counters, snaplen, count, hash_flows, stop,
-        );
-        for ring in rings.iter() {
-            ring.wake_idle();
-        }
-        for (tally, stats) in tally.iter_mut().zip(counters) {
-            tally.flush(stats);
-        }
-        result
-    }
+impl RxQueue for FileQueue {
+    const CAN_WAIT: bool = true;
 
-    #[allow(clippy::too_many_arguments)]
-    fn read_into(
-        &mut self,
-        rings: &mut [RingWriter],
-        tally: &mut [Tally],
-        counters: &[Arc<RxCounters>],
-        snaplen: u32,
-        count: u64,
-        hash_flows: bool,
-        stop: &AtomicBool,
-    ) -> Result<(), FileError> {
-        let queues = rings.len() as u32;
-        let mut records = 0u64;
-        while !stop.load(Ordering::Relaxed) && (count == 0 || records < count) {
+    fn take<F: FnMut(&Frame<'_>) -> bool>(&mut self, mut each: F) -> usize {
+        let mut accepted = 0;
+        if let Some(p) = &self.pending {
+            let frame = Frame {
+                ts_us: p.ts_us,
+                wire_len: p.wire_len,
+                data: &p.data,
+                vlan_tci: None,
+                vlan_tpid: None,
+            };
+            if !each(&frame) {
+                return 0;
+            }
+            self.pending = None;
+            accepted += 1;
+        }
+        while accepted < TAKE_RECORDS && !self.ended {
+            if self.limit != 0 && self.read >= self.limit {
+                self.ended = true;
+                break;
+            }
             let packet = match self.capture.next_packet() {
                 Ok(packet) => packet,
-                Err(pcap::Error::NoMorePackets) => return Ok(()),
-                Err(e) => {
-                    return Err(FileError::Corrupt {
-                        path: self.path.clone(),
-                        records,
-                        reason: describe(e),
-                    })
-                }
-            };
-            records += 1;
-            let header = packet.header;
-            let ts_us = key_us(header.ts, self.pcapng);
-            let data = match snaplen {
-                0 => packet.data,
-                n => &packet.data[..packet.data.len().min(n as usize)],
-            };
-            let hash = if hash_flows { flow_hash(data) } else { 0 };
-            let queue = (hash % queues) as usize;
-            let tally = &mut tally[queue];
-            tally.taken += 1;
-            tally.taken_bytes += data.len() as u64;
-            loop {
-                let pushed = rings[queue].push_quiet(hash / queues, |slot| {
-                    slot.ts_us = ts_us;
-                    slot.wire_len = header.len;
-                    slot.flow_hash = hash;
-                    slot.data.clear();
-                    slot.data.extend_from_slice(data);
-                });
-                if pushed {
-                    tally.enqueued += 1;
+                Err(pcap::Error::NoMorePackets) => {
+                    self.ended = true;
                     break;
                 }
-                if stop.load(Ordering::Relaxed) {
-                    tally.ring_full += 1;
-                    return Ok(());
+                Err(e) => {
+                    self.ended = true;
+                    self.damage = Some(CaptureError::Corrupt {
+                        path: self.path.clone(),
+                        records: self.read,
+                        reason: describe(e),
+                    });
+                    break;
                 }
-                // The ring is full: Kafka is slower than the disk. Wait for
-                // room (the transmit worker wakes us at half a ring free).
-                tally.flush(&counters[queue]);
-                rings[queue].wake_idle();
-                rings[queue].wait_for_room(hash / queues, Duration::from_millis(1));
+            };
+            self.read += 1;
+            if !in_share(packet.data, self.share) {
+                continue;
             }
-            if tally.taken >= TALLY_RECORDS {
-                // The transmit workers wake to a batch, not to every record.
-                tally.flush(&counters[queue]);
-                rings[queue].wake_idle();
+            let frame = Frame {
+                ts_us: key_us(packet.header.ts, self.pcapng),
+                wire_len: packet.header.len,
+                data: packet.data,
+                vlan_tci: None,
+                vlan_tpid: None,
+            };
+            if !each(&frame) {
+                self.pending = Some(Pending {
+                    ts_us: frame.ts_us,
+                    wire_len: frame.wire_len,
+                    data: frame.data.to_vec(),
+                });
+                break;
             }
+            accepted += 1;
         }
-        Ok(())
+        self.taken += accepted as u64;
+        accepted
+    }
+
+    fn wait(&mut self, _timeout: Duration) -> Result<bool, CaptureError> {
+        Ok(!self.exhausted())
+    }
+
+    fn exhausted(&self) -> bool {
+        self.ended && self.pending.is_none()
+    }
+
+    fn link_up(&self) -> bool {
+        true
+    }
+
+    /// The file is the "NIC": every record this queue read was seen and
+    /// taken, none dropped before the worker.
+    fn take_stats(&mut self) -> Result<(u64, u64), CaptureError> {
+        Ok((std::mem::take(&mut self.taken), 0))
+    }
+
+    /// Reading stops (a record the ring refused is still handed over);
+    /// damage found while reading is the queue's error, given once the
+    /// books are closed.
+    fn close_intake(&mut self) -> Result<Duration, CaptureError> {
+        self.ended = true;
+        match self.damage.take() {
+            Some(damage) => Err(damage),
+            None => Ok(Duration::ZERO),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.path
     }
 }
 
-/// Records counted locally before the shared counters are updated: one
-/// atomic add per figure per this many records, not per record.
-const TALLY_RECORDS: u64 = 256;
-
-/// A queue's counts not yet added to its shared counters.
-#[derive(Default, Clone)]
-struct Tally {
-    taken: u64,
-    taken_bytes: u64,
-    enqueued: u64,
-    ring_full: u64,
-}
-
-impl Tally {
-    fn flush(&mut self, stats: &RxCounters) {
-        // The file is the "NIC": every record read was seen and taken.
-        bump(&stats.nic_packets, self.taken);
-        bump(&stats.taken, self.taken);
-        bump(&stats.taken_bytes, self.taken_bytes);
-        bump(&stats.enqueued, self.enqueued);
-        bump(&stats.ring_full, self.ring_full);
-        *self = Tally::default();
-    }
+/// Whether a record is queue `share.0`'s of `share.1`: its flow's share,
+/// mixed so that the share does not decide the lane too (lanes go by
+/// `flow_hash % lanes`).
+fn in_share(data: &[u8], (index, of): (u32, u32)) -> bool {
+    of == 1 || (flow_hash(data).wrapping_mul(0x9E37_79B9) >> 16) % of == index
 }
 
 /// The key of a record: its time in µs since the epoch, as libpcap gives it
@@ -216,7 +222,7 @@ fn starts_with(path: &str, magic: &[u8]) -> bool {
 }
 
 /// libpcap's own words, without the crate's wrapping.
-fn describe(error: pcap::Error) -> String {
+pub(crate) fn describe(error: pcap::Error) -> String {
     match error {
         pcap::Error::PcapError(text) => text,
         other => other.to_string(),

@@ -1,6 +1,6 @@
 //! Property tests (proptest) of the capture-file source: random, damaged and
-//! truncated files, generated or cut from the tcpdump corpus, replayed through
-//! a real ring. The source never panics; every record before the damage is
+//! truncated files, generated or cut from the tcpdump corpus, replayed by the
+//! receive worker (`rx::run`) through a real ring. The source never panics; every record before the damage is
 //! delivered exactly; the error says "corrupt after record N" with N the
 //! records delivered.
 //!
@@ -12,15 +12,18 @@
 //! with e.g. `PROPTEST_CASES=20000 cargo test --release --lib capfile -q`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
-use super::{CaptureFile, FileError};
+use super::FileQueue;
 use crate::counters::RxCounters;
+use crate::events::EventLog;
 use crate::ring::ring;
+use crate::rx::{Idle, RxConfig, RxShared};
+use crate::source::CaptureError;
 
 /// What a replay delivered: (key in µs, frame) in file order, and how it ended.
 type Records = Vec<(u64, Vec<u8>)>;
@@ -78,22 +81,29 @@ impl Drop for TempFile {
 /// also waits for room), draining it on this thread.
 fn replay(bytes: &[u8], snaplen: u32) -> (Records, Ended) {
     let file = TempFile::new(bytes);
-    let capture = match CaptureFile::open(file.path()) {
-        Ok(capture) => capture,
-        Err(FileError::Open { reason, .. }) => return (vec![], Ended::Open(reason)),
+    let queue = match FileQueue::open(file.path(), (0, 1), 0) {
+        Ok(queue) => queue,
+        Err(CaptureError::Open { reason, .. }) => return (vec![], Ended::Open(reason)),
         Err(e) => panic!("open gave {e}"),
     };
     let (writer, mut readers, _) = ring(8, 1, 64).unwrap();
-    let counters = vec![Arc::new(RxCounters::default())];
-    let stop = AtomicBool::new(false);
+    let counters = Arc::new(RxCounters::default());
+    let config = RxConfig {
+        burst: 32,
+        idle: Idle::Poll,
+        snaplen,
+        hash_flows: true,
+        cpu: None,
+    };
     let mut records = Records::new();
     let result = std::thread::scope(|scope| {
-        let reader = scope.spawn(|| {
-            let mut rings = vec![writer];
-            capture.replay(&mut rings, &counters, snaplen, 0, true, &stop)
+        let worker = scope.spawn(|| {
+            let shared = Arc::new(RxShared::new(0));
+            let events = Arc::new(EventLog::default());
+            crate::rx::run(queue, writer, config, shared, counters.clone(), events)
         });
         loop {
-            let finished = reader.is_finished();
+            let finished = worker.is_finished();
             readers[0].pop_burst(usize::MAX, |slot| {
                 records.push((slot.ts_us, slot.data.clone()));
             });
@@ -102,22 +112,22 @@ fn replay(bytes: &[u8], snaplen: u32) -> (Records, Ended) {
             }
             std::thread::yield_now();
         }
-        reader.join().expect("the file source panicked")
+        worker.join().expect("the receive worker panicked")
     });
-    let snapshot = counters[0].snapshot();
+    let snapshot = counters.snapshot();
+    assert_eq!(snapshot.nic_packets, records.len() as u64);
     assert_eq!(snapshot.taken, records.len() as u64);
     assert_eq!(snapshot.enqueued, records.len() as u64);
     let ended = match result {
         Ok(()) => Ended::Clean,
-        Err(FileError::Corrupt {
-            records: n, reason, ..
-        }) => {
-            let message = FileError::Corrupt {
-                path: file.path().into(),
-                records: n,
-                reason: reason.clone(),
-            }
-            .to_string();
+        Err(error @ CaptureError::Corrupt { .. }) => {
+            let message = error.to_string();
+            let CaptureError::Corrupt {
+                records: n, reason, ..
+            } = error
+            else {
+                unreachable!()
+            };
             assert!(message.contains(&format!("corrupt after record {n}: ")));
             assert_eq!(message.lines().count(), 1, "{message:?}");
             assert_eq!(
@@ -550,4 +560,79 @@ fn seconds_from_2038_to_2106_keep_their_time_in_either_byte_order() {
             "big-endian: {big_endian}"
         );
     }
+}
+
+/// Drains a queue on this thread (no worker): what it hands over, in order.
+fn take_all(queue: &mut FileQueue) -> Vec<(u64, Vec<u8>)> {
+    use crate::source::RxQueue;
+    let mut out = Vec::new();
+    while !queue.exhausted() {
+        queue.take(|frame| {
+            out.push((frame.ts_us, frame.data.to_vec()));
+            true
+        });
+    }
+    out
+}
+
+fn many_flows(records: u32) -> Pcap {
+    Pcap {
+        big_endian: false,
+        nanoseconds: false,
+        snaplen: 65535,
+        records: (0..records)
+            .map(|i| {
+                // Ethernet + IPv4 + UDP with a source address per flow.
+                let mut data = vec![0u8; 60];
+                data[12..14].copy_from_slice(&[0x08, 0x00]);
+                data[14] = 0x45;
+                data[23] = 17;
+                data[26..30].copy_from_slice(&(i % 97).to_be_bytes());
+                data[30..34].copy_from_slice(&[10, 0, 0, 1]);
+                data[40..44].copy_from_slice(&i.to_be_bytes());
+                PcapRecord {
+                    seconds: 1_700_000_000,
+                    fraction: i,
+                    wire_len: 60,
+                    data,
+                }
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn queues_of_one_file_share_its_flows_each_in_file_order() {
+    let pcap = many_flows(2000);
+    let file = TempFile::new(&pcap.bytes().0);
+    let whole = take_all(&mut FileQueue::open(file.path(), (0, 1), 0).unwrap());
+    assert_eq!(whole.len(), 2000);
+    let shares: Vec<_> = (0..3)
+        .map(|q| take_all(&mut FileQueue::open(file.path(), (q, 3), 0).unwrap()))
+        .collect();
+    assert!(
+        shares.iter().all(|s| !s.is_empty()),
+        "every queue gets flows"
+    );
+    let mut merged: Vec<_> = shares.concat();
+    merged.sort();
+    assert_eq!(merged, whole, "each record exactly once");
+    for share in &shares {
+        assert!(share.windows(2).all(|w| w[0].0 < w[1].0), "file order");
+    }
+    // One flow, one queue.
+    let flow = |r: &(u64, Vec<u8>)| r.1[29];
+    for (i, a) in shares.iter().enumerate() {
+        for b in &shares[i + 1..] {
+            assert!(a.iter().all(|r| b.iter().all(|s| flow(r) != flow(s))));
+        }
+    }
+}
+
+#[test]
+fn a_limit_stops_after_that_many_records() {
+    let pcap = many_flows(100);
+    let file = TempFile::new(&pcap.bytes().0);
+    let limited = take_all(&mut FileQueue::open(file.path(), (0, 1), 37).unwrap());
+    assert_eq!(limited.len(), 37);
 }

@@ -69,12 +69,6 @@ impl From<crate::producer::ProducerError> for PyErr {
     }
 }
 
-impl From<crate::capfile::FileError> for PyErr {
-    fn from(error: crate::capfile::FileError) -> PyErr {
-        CaptureError::new_err(error.to_string())
-    }
-}
-
 impl From<crate::ring::RingError> for PyErr {
     fn from(error: crate::ring::RingError) -> PyErr {
         ConfigError::new_err(error.to_string())
@@ -92,7 +86,7 @@ impl From<crate::source::CaptureError> for PyErr {
         use crate::source::CaptureError::*;
         match error {
             InvalidFilter { .. } => FilterError::new_err(error.to_string()),
-            NoSuchInterface(_) | InterfaceDown(_) | Os { .. } => {
+            NoSuchInterface(_) | InterfaceDown(_) | Open { .. } | Corrupt { .. } | Os { .. } => {
                 CaptureError::new_err(error.to_string())
             }
         }

@@ -1,5 +1,5 @@
-//! The receive side of a live capture as Python objects, one per piece of
-//! the pipeline: one `AfPacketQueue` per receive queue (its filter from
+//! The receive side as Python objects, one per piece of the pipeline (a
+//! capture file's queues are in `replay.rs`): one `AfPacketQueue` per receive queue (its filter from
 //! `filter.rs`),
 //! one `RxWorker` (native thread) per queue, and the `RxGroup` they share
 //! (the stop, and `--count`). The control plane decides how many, which
@@ -108,9 +108,10 @@ impl RxGroup {
     }
 }
 
-/// A receive queue of either backend, as a worker takes it.
+/// A receive queue of any source, as a worker takes it.
 enum AnyQueue {
     AfPacket(PacketQueue),
+    File(crate::capfile::FileQueue),
     #[cfg(feature = "dpdk")]
     Dpdk(crate::dpdk::DpdkQueue),
 }
@@ -185,6 +186,7 @@ impl RxWorker {
                 AnyQueue::AfPacket(q) => {
                     crate::rx::run(q, writer, config, shared, counters, events)
                 }
+                AnyQueue::File(q) => crate::rx::run(q, writer, config, shared, counters, events),
                 #[cfg(feature = "dpdk")]
                 AnyQueue::Dpdk(q) => crate::rx::run(q, writer, config, shared, counters, events),
             };
@@ -192,13 +194,6 @@ impl RxWorker {
                 *error.lock().unwrap() = Some(e.to_string());
             }
         })
-    }
-
-    /// Asks every worker of this one's group to stop; `join` waits for it.
-    fn stop(&self) {
-        self.shared
-            .stop
-            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     #[pyo3(signature = (timeout = None))]
@@ -232,6 +227,12 @@ fn take_queue(queue: &Bound<'_, PyAny>) -> PyResult<AnyQueue> {
         let taken = q.get().queue.lock().unwrap().take();
         return taken
             .map(AnyQueue::AfPacket)
+            .ok_or_else(|| ConfigError::new_err("this queue already has its receive worker"));
+    }
+    if let Ok(q) = queue.cast::<super::replay::FileQueue>() {
+        let taken = q.get().queue.lock().unwrap().take();
+        return taken
+            .map(AnyQueue::File)
             .ok_or_else(|| ConfigError::new_err("this queue already has its receive worker"));
     }
     #[cfg(feature = "dpdk")]

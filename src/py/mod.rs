@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     m.add_class::<ring::TxRing>()?;
-    m.add_class::<replay::FileSource>()?;
+    m.add_class::<replay::FileQueue>()?;
     m.add_class::<filter::Filter>()?;
     m.add_class::<live::AfPacketQueue>()?;
     m.add_class::<live::RxGroup>()?;

@@ -1,70 +1,31 @@
-//! The receive worker of a replay as a Python object: one thread that reads a
-//! capture file into the transmit rings.
+//! A capture file's receive queue as a Python object: opened here, taken
+//! over by an `RxWorker` like a live queue.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
-use super::errors::{ConfigError, FastcapaError};
-use super::readout::{drain_events, rx_dict, EventBatch};
-use super::ring::TxRing;
-use super::thread::Thread;
-use crate::capfile::CaptureFile;
-use crate::counters::RxCounters;
-use crate::events::EventLog;
-use crate::ring::RingWriter;
+use crate::capfile;
 
-/// The receive worker of a replay: reads a capture file into the rings.
+/// One receive queue of a capture file: the file read from its start, the
+/// records of this queue's share of the flows (`index` of `queues`).
 #[pyclass(frozen, module = "fastcapa._fastcapa")]
-pub struct FileSource {
-    file: Mutex<Option<(CaptureFile, Vec<RingWriter>)>>,
+pub struct FileQueue {
+    pub(super) queue: Mutex<Option<capfile::FileQueue>>,
     linktype: i32,
-    snaplen: u32,
-    count: u64,
-    hash_flows: bool,
-    counters: Vec<Arc<RxCounters>>,
-    stop: Arc<AtomicBool>,
-    events: Arc<EventLog>,
-    error: Arc<Mutex<Option<String>>>,
-    thread: Thread,
 }
 
 #[pymethods]
-impl FileSource {
-    /// Opens `path` (raising CaptureError when libpcap cannot) and takes the
-    /// producer side of each ring: record i goes to ring `flow_hash % len(rings)`.
-    /// `hash_flows`: frames go to partitions by flow, so every record needs
-    /// its flow hash (otherwise only when there are rings or lanes to choose).
+impl FileQueue {
+    /// Opens `path` (CaptureError when libpcap cannot). `limit`: stop after
+    /// this many records of the file (0: all; exact with one queue).
     #[new]
-    #[pyo3(signature = (path, rings, *, snaplen, count, hash_flows))]
-    fn new(
-        path: &str,
-        rings: Vec<Bound<'_, TxRing>>,
-        snaplen: u32,
-        count: u64,
-        hash_flows: bool,
-    ) -> PyResult<Self> {
-        if rings.is_empty() {
-            return Err(ConfigError::new_err("a source needs at least one ring"));
-        }
-        let file = CaptureFile::open(path)?;
-        let writers = rings
-            .iter()
-            .map(|r| r.get().take_writer())
-            .collect::<PyResult<Vec<_>>>()?;
-        Ok(FileSource {
-            linktype: file.linktype(),
-            counters: (0..writers.len()).map(|_| Arc::default()).collect(),
-            file: Mutex::new(Some((file, writers))),
-            snaplen,
-            count,
-            hash_flows,
-            stop: Arc::default(),
-            events: Arc::default(),
-            error: Arc::default(),
-            thread: Thread::default(),
+    #[pyo3(signature = (path, *, index, queues, limit))]
+    fn new(path: &str, index: u32, queues: u32, limit: u64) -> PyResult<Self> {
+        let queue = capfile::FileQueue::open(path, (index, queues), limit)?;
+        Ok(FileQueue {
+            linktype: queue.linktype(),
+            queue: Mutex::new(Some(queue)),
         })
     }
 
@@ -74,52 +35,8 @@ impl FileSource {
         self.linktype
     }
 
-    fn start(&self) -> PyResult<()> {
-        let (file, mut writers) = self
-            .file
-            .lock()
-            .unwrap()
-            .take()
-            .ok_or_else(|| FastcapaError::new_err("the file source was already started"))?;
-        let counters = self.counters.clone();
-        let (snaplen, count, hash_flows) = (self.snaplen, self.count, self.hash_flows);
-        let stop = Arc::clone(&self.stop);
-        let error = Arc::clone(&self.error);
-        self.thread.spawn(self.name().into(), move || {
-            if let Err(e) = file.replay(&mut writers, &counters, snaplen, count, hash_flows, &stop)
-            {
-                *error.lock().unwrap() = Some(e.to_string());
-            }
-        })
-    }
-
-    /// Asks the worker to stop reading; `join` waits for it.
-    fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-
-    #[pyo3(signature = (timeout = None))]
-    fn join(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
-        self.thread.join(py, timeout)
-    }
-
-    #[getter]
-    fn name(&self) -> &'static str {
-        "fcapa-file"
-    }
-
-    /// What the reader has to tell the operator since the last call.
-    fn events(&self) -> EventBatch {
-        drain_events(&self.events)
-    }
-
-    /// Why reading stopped early (a damaged file), if it did.
-    fn error(&self) -> Option<String> {
-        self.error.lock().unwrap().clone()
-    }
-
-    /// One dict of counters per receive queue.
-    fn counters<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        self.counters.iter().map(|c| rx_dict(py, c)).collect()
+    /// Closes the file now if no worker took it (a worker closes it when it ends).
+    fn close(&self) {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }

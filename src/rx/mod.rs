@@ -1,7 +1,7 @@
-//! The receive worker of a live capture: drains one receive queue (an
-//! AF_PACKET socket's ring or a DPDK port's queue, behind
-//! [`RxQueue`](crate::source::RxQueue)) and copies its frames into one
-//! transmit ring.
+//! The receive worker, the one of every source: drains one receive queue
+//! (an AF_PACKET socket's ring, a DPDK port's queue or a capture file's
+//! share, behind [`RxQueue`](crate::source::RxQueue)) and copies its frames
+//! into one transmit ring.
 //!
 //! Poll-mode and burst-oriented, as fastcapa's DPDK worker: it looks at the
 //! queue without a system call per packet, takes what is ready in bursts of
@@ -134,7 +134,7 @@ pub fn run<Q: RxQueue>(
     let mut idle_spins = 0u32;
     let mut last_stats = Instant::now();
     let mut state = TakeState::default();
-    while !shared.stopping() {
+    while !shared.stopping() && !queue.exhausted() {
         let mut bursts = 0;
         let mut blocked = false;
         while bursts < MAX_REPEATS {
@@ -191,9 +191,13 @@ pub fn run<Q: RxQueue>(
             },
         }
     }
-    // Close the books: no new frames, then everything the queue holds.
-    let settle = queue.close_intake()?;
-    std::thread::sleep(settle);
+    // Close the books: no new frames, then everything the queue holds. A
+    // queue that failed (a damaged file) says so after that, so that what
+    // it gave before is accounted for.
+    let closed = queue.close_intake();
+    if let Ok(settle) = closed {
+        std::thread::sleep(settle);
+    }
     loop {
         let taken = take_frames(&mut queue, &mut ring, &config, &counters, &mut state);
         if taken == 0 && !state.blocked {
@@ -204,7 +208,8 @@ pub fn run<Q: RxQueue>(
             ring.wait_for_room(state.blocked_hash, RING_FULL_PAUSE);
         }
     }
-    read_nic_stats(&mut queue, &counters)
+    read_nic_stats(&mut queue, &counters)?;
+    closed.map(|_| ())
 }
 
 /// The link went down: says so, waits until it is back (or the run stops),
@@ -252,19 +257,26 @@ fn take_frames<Q: RxQueue>(
         } else {
             0
         };
-        let pushed = ring.push_with(hash, |slot| {
+        let fill = |slot: &mut crate::ring::Slot| {
             slot.ts_us = frame.ts_us;
             slot.wire_len = frame.wire_len;
             slot.flow_hash = hash;
             frame.write_to(&mut slot.data, config.snaplen);
-        });
+        };
+        // A file hands over a batch at a time: its transmit workers are woken
+        // once for it (below), not for the first frame of it.
+        let pushed = if Q::CAN_WAIT {
+            ring.push_quiet(hash, fill)
+        } else {
+            ring.push_with(hash, fill)
+        };
         if pushed {
             state.full_since = None;
             enqueued += 1;
             pushed_any = true;
         } else {
             let since = *state.full_since.get_or_insert_with(Instant::now);
-            if !ring.stalled(hash) && since.elapsed() < RING_FULL_WAIT {
+            if Q::CAN_WAIT || (!ring.stalled(hash) && since.elapsed() < RING_FULL_WAIT) {
                 state.blocked = true;
                 state.blocked_hash = hash;
                 return false;
@@ -298,9 +310,14 @@ fn publish(counters: &RxCounters, taken: &mut u64, bytes: &mut u64, enq: &mut u6
 }
 
 fn read_nic_stats<Q: RxQueue>(queue: &mut Q, counters: &RxCounters) -> Result<(), CaptureError> {
+    // What was taken before the kernel's count is read: the count covers it.
+    let taken = counters.taken.load(std::sync::atomic::Ordering::Relaxed);
     let (packets, drops) = queue.take_stats()?;
     bump(&counters.nic_packets, packets);
     bump(&counters.nic_drops, drops);
+    counters
+        .nic_taken
+        .store(taken, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 
