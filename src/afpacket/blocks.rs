@@ -85,9 +85,18 @@ pub struct Block<'q> {
     pub(super) size: usize,
     pub(super) count: usize,
     pub(super) cursor: &'q mut usize,
+    /// Kept for the next look ([`Block::keep`]): not handed back on drop.
+    pub(super) kept: bool,
 }
 
 impl Block<'_> {
+    /// Lets go of the block without handing it back: the queue offers the
+    /// same block again (a worker that could take only part of it).
+    /// Dropping the block otherwise hands it back and moves the queue on.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+
     fn desc(&self) -> *const libc::tpacket_block_desc {
         self.base.as_ptr().cast()
     }
@@ -125,6 +134,9 @@ impl Block<'_> {
 
 impl Drop for Block<'_> {
     fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
         // SAFETY: the block is in the queue's mapping, which outlives `'q`.
         let status = unsafe { block_status(self.base) };
         // Release: all our reads of the block happen before the kernel may

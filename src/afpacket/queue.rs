@@ -119,6 +119,7 @@ impl PacketQueue {
             size: self.ring.geometry.block_size as usize,
             count: self.ring.geometry.block_count as usize,
             cursor: &mut self.cursor,
+            kept: false,
         })
     }
 
@@ -229,7 +230,7 @@ impl RxQueue for PacketQueue {
         if refused {
             // Not handed back: the next call gets this block again and skips
             // what was taken.
-            std::mem::forget(block);
+            block.keep();
             self.resume = resume + accepted;
         } else {
             drop(block); // hands the block back to the kernel
