@@ -273,6 +273,8 @@ pub fn run<P: Produce>(
         stall_flags,
         queue_full_since: None,
         stalled: false,
+        counters: &counters,
+        handed: 0,
         produced: 0,
         produced_bytes: 0,
         dropped: 0,
@@ -291,6 +293,7 @@ pub fn run<P: Produce>(
                 let mut bytes = 0;
                 for slot in burst {
                     bytes += slot.data.len();
+                    sender.handed += 1;
                     let own = match config.partitioning {
                         Partitioning::Flow { partitions } => {
                             Some((slot.flow_hash % partitions) as i32)
@@ -313,13 +316,7 @@ pub fn run<P: Produce>(
                 bytes
             });
             // Counted per burst: one atomic add per figure, not per frame.
-            bump(&counters.dequeued, taken as u64);
-            bump(&counters.produced, std::mem::take(&mut sender.produced));
-            bump(
-                &counters.produced_bytes,
-                std::mem::take(&mut sender.produced_bytes),
-            );
-            bump(&counters.dropped, std::mem::take(&mut sender.dropped));
+            sender.publish();
             if let Partitioning::Batch {
                 partitions,
                 stint_messages,
@@ -390,12 +387,31 @@ struct Sender<'a, P: Produce> {
     stall_flags: Vec<StallFlag>,
     queue_full_since: Option<Instant>,
     stalled: bool,
+    counters: &'a TxCounters,
+    /// Frames taken off the lanes and not yet published as dequeued.
+    handed: u64,
     produced: u64,
     produced_bytes: u64,
     dropped: u64,
 }
 
 impl<P: Produce> Sender<'_, P> {
+    /// Adds the burst's counts to the shared counters, each stage's "in"
+    /// before its "out" (dequeued, then produced and dropped), so that a
+    /// report read meanwhile never shows a stage giving more than it took.
+    /// Before every serving of delivery reports too: a delivery counted
+    /// before its message was counted produced would show [kaf] giving more
+    /// than it took.
+    fn publish(&mut self) {
+        bump(&self.counters.dequeued, std::mem::take(&mut self.handed));
+        bump(&self.counters.produced, std::mem::take(&mut self.produced));
+        bump(
+            &self.counters.produced_bytes,
+            std::mem::take(&mut self.produced_bytes),
+        );
+        bump(&self.counters.dropped, std::mem::take(&mut self.dropped));
+    }
+
     /// The producer took frames: its queue is not full (any more).
     #[inline]
     fn room(&mut self) {
@@ -426,6 +442,7 @@ impl<P: Produce> Sender<'_, P> {
         if gave_up || self.control.aborted() || finishing_late {
             return false;
         }
+        self.publish();
         self.producer.serve_reports();
         std::thread::sleep(QUEUE_FULL_PAUSE);
         true
