@@ -297,7 +297,7 @@ def test_command_lines_give_settings_or_one_line(argv):
     # bounded amount of memory and threads.
     assert 1 <= got.rx_queues <= 256 and 1 <= got.workers <= 256
     assert 0 <= got.snaplen <= MAX_SNAPLEN and 0 <= got.count <= MAX_COUNT
-    assert 1 <= got.rx_desc < 1 << 32
+    assert 1 <= got.descriptors < 1 << 32
     assert 1 <= got.tx_burst < 1 << 32 and 1 <= got.rx_burst < 1 << 32
     for seconds in (got.duration, got.stats_interval, got.connect_timeout, got.drain_timeout):
         assert seconds is None or 0 <= seconds <= MAX_SECONDS
@@ -309,7 +309,7 @@ def test_command_lines_give_settings_or_one_line(argv):
         assert_setting_ok(key, value)
     lanes = max(got.workers, got.rx_queues)
     up_front = lanes * got.tx_ring * 2048 + (
-        got.rx_queues * got.rx_desc * 2048 * bool(got.interface)
+        got.rx_queues * got.descriptors * 2048 * bool(got.interface)
     )
     assert up_front <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
 

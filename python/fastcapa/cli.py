@@ -13,13 +13,12 @@ import sys
 from dataclasses import fields
 
 from fastcapa import __version__, options
-from fastcapa.config import DPDK_RX_DESC, CaptureSettings, parse_cpus
+from fastcapa.config import AF_PACKET_RX_DESC, DPDK_RX_DESC, CaptureSettings, parse_cpus
 from fastcapa.errors import ConfigError, FastcapaError
 from fastcapa.librdkafka import PRODUCER_DEFAULTS, kafka_settings
 from fastcapa.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 
 _DEFAULTS = {f.name: f.default for f in fields(CaptureSettings)}
-AF_PACKET_RX_DESC: int = CaptureSettings.rx_desc
 
 
 def _default(name: str) -> object:
@@ -107,7 +106,7 @@ def capture_parser(prog: str = "fastcapa") -> argparse.ArgumentParser:
         "--rx-desc",
         type=options.integer,
         metavar="N",
-        help=f"receive queue size, in frames (default: {_default('rx_desc')}; with --dpdk,"
+        help=f"receive queue size, in frames (default: {AF_PACKET_RX_DESC}; with --dpdk,"
         f" descriptors per queue, default {DPDK_RX_DESC} or the NIC's most)",
     )
     pipeline.add_argument(
@@ -204,9 +203,7 @@ def settings_from_args(args: argparse.Namespace) -> CaptureSettings:
         rx_queues=args.rx_queues,
         tx_burst=args.tx_burst,
         rx_burst=args.rx_burst,
-        rx_desc=args.rx_desc
-        if args.rx_desc is not None
-        else (DPDK_RX_DESC if args.dpdk is not None else AF_PACKET_RX_DESC),
+        rx_desc=args.rx_desc,
         tx_ring=args.tx_ring,
         tx_workers=args.tx_workers,
         kafka_stats=args.kafka_stats,

@@ -28,6 +28,10 @@ MAX_CPU = 8191  # the largest core number Linux supports (NR_CPUS = 8192)
 # commonly allow at most; the driver lowers it to its own limit), and the
 # most a queue can be given (a 16-bit count).
 DPDK_RX_DESC = 4096
+# AF_PACKET: frames of kernel ring per queue when -d is not given: 128 MiB,
+# what tcpdump was given in the benchmarks; 4096 dropped about 1 % at the
+# sender's top rate.
+AF_PACKET_RX_DESC = 65536
 MAX_DPDK_DESC = 65535
 
 
@@ -66,9 +70,8 @@ class CaptureSettings:
     rx_queues: int = 1
     tx_burst: int = 256
     rx_burst: int = 32
-    # Frames of kernel ring per queue: 128 MiB, what tcpdump was given in the
-    # benchmarks; 4096 dropped about 1 % at the sender's top rate.
-    rx_desc: int = 65536
+    # -d as given (None: the source's default, see `descriptors`).
+    rx_desc: int | None = None
     tx_ring: int = 2048
     tx_workers: int | None = None
     kafka_stats: str | None = None
@@ -93,6 +96,15 @@ class CaptureSettings:
     # the EAL's arguments (--eal) as one shell-quoted string.
     dpdk: str | None = None
     eal: str = ""
+
+    @property
+    def descriptors(self) -> int:
+        """-d, or the source's default: for AF_PACKET AF_PACKET_RX_DESC, for
+        DPDK DPDK_RX_DESC (the driver lowers it to its own most); a replay
+        has no receive ring."""
+        if self.rx_desc is not None:
+            return self.rx_desc
+        return DPDK_RX_DESC if self.dpdk is not None else AF_PACKET_RX_DESC
 
     @property
     def workers(self) -> int:
@@ -130,9 +142,10 @@ class CaptureSettings:
             raise ConfigError("--eal goes with --dpdk")
         if self.dpdk is not None:
             eal_arguments(self.eal, self.cpus)  # judged now: one line, exit 2
-            if self.rx_desc > MAX_DPDK_DESC:
+            if self.descriptors > MAX_DPDK_DESC:
                 raise ConfigError(
-                    f"-d/--rx-desc must be at most {MAX_DPDK_DESC} with --dpdk, got {self.rx_desc}"
+                    f"-d/--rx-desc must be at most {MAX_DPDK_DESC} with --dpdk,"
+                    f" got {self.descriptors}"
                 )
         for option, text in (
             ("-i/--interface", self.interface),
@@ -148,7 +161,7 @@ class CaptureSettings:
             ("--tx-workers", self.workers, MAX_QUEUES),
             ("-w/--tx-burst", self.tx_burst, MAX_SLOTS),
             ("-b/--rx-burst", self.rx_burst, MAX_SLOTS),
-            ("-d/--rx-desc", self.rx_desc, MAX_SLOTS),
+            ("-d/--rx-desc", self.descriptors, MAX_SLOTS),
         ):
             if not 1 <= value <= most:
                 raise ConfigError(f"{name} must be between 1 and {most}, got {value}")

@@ -189,7 +189,7 @@ class Pipeline:
             self.queues.append(
                 _fastcapa.AfPacketQueue(
                     interface,
-                    frames=settings.rx_desc,
+                    frames=settings.descriptors,
                     snaplen=settings.snaplen,
                     fanout=fanout,
                     filter=program,
@@ -213,7 +213,7 @@ class Pipeline:
         self.port = _fastcapa.DpdkPort(
             device,
             queues=settings.rx_queues,
-            descriptors=settings.rx_desc,
+            descriptors=settings.descriptors,
             burst=settings.rx_burst,
             filter=program,
         )

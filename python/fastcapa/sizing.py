@@ -46,10 +46,10 @@ def check_memory(settings: CaptureSettings) -> None:
             f"-x/--tx-ring {settings.tx_ring} over {lanes} lane(s) preallocates "
             f"{_gib(rings)} of slots, more than half of this machine's {_gib(budget * 2)}"
         )
-    kernel = settings.rx_queues * settings.rx_desc * RX_FRAME_BYTES if settings.interface else 0
+    kernel = settings.rx_queues * settings.descriptors * RX_FRAME_BYTES if settings.interface else 0
     if rings + kernel > budget:
         raise ConfigError(
-            f"-d/--rx-desc {settings.rx_desc} over {settings.rx_queues} queue(s) maps "
+            f"-d/--rx-desc {settings.descriptors} over {settings.rx_queues} queue(s) maps "
             f"{_gib(kernel)} of kernel rings (and the transmit rings {_gib(rings)}), "
             f"more than half of this machine's {_gib(budget * 2)}"
         )
