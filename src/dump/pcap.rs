@@ -314,6 +314,24 @@ mod tests {
         }
     }
 
+    /// libpcap reads the file at `path` as exactly `records` (time, frame,
+    /// wire length), Ethernet, to its end.
+    fn assert_libpcap_reads<'a>(
+        path: &std::path::Path,
+        records: impl Iterator<Item = (u64, &'a [u8], u32)>,
+    ) {
+        let mut cap = pcap::Capture::from_file(path).unwrap();
+        assert_eq!(cap.get_datalink(), pcap::Linktype::ETHERNET);
+        for (ts, frame, wire) in records {
+            let p = cap.next_packet().unwrap();
+            let secs = p.header.ts.tv_sec as u32;
+            assert_eq!((secs, p.header.ts.tv_usec as u32), record_time(ts).unwrap());
+            assert_eq!((p.header.caplen, p.header.len), (frame.len() as u32, wire));
+            assert_eq!(p.data, frame);
+        }
+        assert!(matches!(cap.next_packet(), Err(pcap::Error::NoMorePackets)));
+    }
+
     #[test]
     fn the_file_is_what_libpcap_reads() {
         let dir = std::env::temp_dir().join(format!("fcapa-pcap-{}", std::process::id()));
@@ -338,19 +356,7 @@ mod tests {
             }
             w.flush().unwrap();
         }
-        let mut cap = pcap::Capture::from_file(&path).unwrap();
-        assert_eq!(cap.get_datalink(), pcap::Linktype::ETHERNET);
-        for (ts, frame, wire) in &records {
-            let p = cap.next_packet().unwrap();
-            let secs = p.header.ts.tv_sec as u32;
-            assert_eq!(
-                (secs, p.header.ts.tv_usec as u32),
-                record_time(*ts).unwrap()
-            );
-            assert_eq!((p.header.caplen, p.header.len), (frame.len() as u32, *wire));
-            assert_eq!(p.data, &frame[..]);
-        }
-        assert!(matches!(cap.next_packet(), Err(pcap::Error::NoMorePackets)));
+        assert_libpcap_reads(&path, records.iter().map(|(ts, f, w)| (*ts, &f[..], *w)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -388,19 +394,7 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len() % 4, 0, "blocks are padded to 32 bits");
         assert!(bytes.windows(13).any(|w| w == b"fastcapa test"));
-        let mut cap = pcap::Capture::from_file(&path).unwrap();
-        assert_eq!(cap.get_datalink(), pcap::Linktype::ETHERNET);
-        for (_, ts, frame, wire) in &records {
-            let p = cap.next_packet().unwrap();
-            let secs = p.header.ts.tv_sec as u32;
-            assert_eq!(
-                (secs, p.header.ts.tv_usec as u32),
-                record_time(*ts).unwrap()
-            );
-            assert_eq!((p.header.caplen, p.header.len), (frame.len() as u32, *wire));
-            assert_eq!(p.data, &frame[..]);
-        }
-        assert!(matches!(cap.next_packet(), Err(pcap::Error::NoMorePackets)));
+        assert_libpcap_reads(&path, records.iter().map(|(_, ts, f, w)| (*ts, &f[..], *w)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
