@@ -194,3 +194,27 @@ def test_a_signal_at_any_moment_stops_a_dump_within_a_bound(afs_topic, kafka, tm
             if status == 0:
                 assert_stopped_whole(status, seen, out)
     print(f"\nslowest stop: {slowest:.2f} s of {STOP_BOUND} s (seed {seed})")
+
+
+def test_a_dump_still_connecting_stops_at_once(tmp_path):
+    """Opening the query waits up to --timeout for each of Kafka's answers:
+    a signal then (the broker unreachable here) ends the dump at once, 130,
+    with no file left behind, rather than after the timeout."""
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "never.pcap"
+    args = ("dump", "-k", f"127.0.0.1:{port}", "--timeout", "60", "-o", str(out))
+    with fastcapa_process(*args, stderr=subprocess.PIPE) as proc:
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        signalled = time.monotonic()
+        _, stderr = proc.communicate(timeout=30)
+        took = time.monotonic() - signalled
+    assert proc.returncode == 130, stderr
+    assert took < STOP_BOUND, f"{took:.1f} s after the signal"
+    assert b"Traceback" not in stderr, stderr
+    assert not out.exists()

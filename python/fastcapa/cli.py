@@ -414,6 +414,6 @@ def main(argv: list[str] | None = None) -> int:
             argv = argv[1:]
         return run_capture(argv)
     except KeyboardInterrupt:
-        return 130
+        return options.EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_FAILED

@@ -16,14 +16,16 @@ import contextlib
 import os
 import select
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastcapa._fastcapa import MAX_SNAPLEN
 from fastcapa.errors import ConfigError, FastcapaError, KafkaError
 from fastcapa.librdkafka import explain_connection_failure
-from fastcapa.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+from fastcapa.options import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail
 from fastcapa.signals import SignalLatch
 
 if TYPE_CHECKING:
@@ -166,20 +168,32 @@ def _run(settings: dict[str, str], query: Query, stops: SignalLatch) -> int:
         return fail(EXIT_USAGE, ConfigError(f"cannot write {query.output}: {e.strerror}"))
     try:
         try:
-            dump = _fastcapa.Dump(
-                list(query.topics),
-                list(settings.items()),
-                stream.fileno(),
-                start=query.start,
-                end=query.end,
-                count=query.count,
-                linktype=query.linktype,
-                follow=query.follow,
-                filter=query.filter,
-                timeout=query.timeout,
-                index_topics=None if query.index_topics is None else list(query.index_topics),
-                format=query.format,
+            dump = _open_or_stop(
+                lambda: _fastcapa.Dump(
+                    list(query.topics),
+                    list(settings.items()),
+                    stream.fileno(),
+                    start=query.start,
+                    end=query.end,
+                    count=query.count,
+                    linktype=query.linktype,
+                    follow=query.follow,
+                    filter=query.filter,
+                    timeout=query.timeout,
+                    index_topics=None if query.index_topics is None else list(query.index_topics),
+                    format=query.format,
+                ),
+                stops,
             )
+        except _StoppedWhileOpening:
+            # Nothing was read or written: no file is left behind, and the
+            # native call still waiting on Kafka ends with the process.
+            if not to_stdout:
+                stream.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(query.output)
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
         except FastcapaError as e:
             if not to_stdout:
                 stream.close()
@@ -208,6 +222,35 @@ def _run(settings: dict[str, str], query: Query, stops: SignalLatch) -> int:
         line = closing_line(counts, query.filter is not None, window, bound_s)
         print(line, file=sys.stderr)
     return status
+
+
+class _StoppedWhileOpening(Exception):
+    """A signal came while the dump was still connecting."""
+
+
+def _open_or_stop(open_dump: Callable[[], _fastcapa.Dump], stops: SignalLatch) -> _fastcapa.Dump:
+    """Opening waits up to --timeout for each of Kafka's answers in native
+    calls a signal cannot cut short: it runs on a thread of its own while
+    this one looks at the signals every step. _StoppedWhileOpening if one
+    comes first."""
+    outcome: list[_fastcapa.Dump | BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(open_dump())
+        except BaseException as e:  # handed to the caller below
+            outcome.append(e)
+
+    opener = threading.Thread(target=work, name="fastcapa-dump-open", daemon=True)
+    opener.start()
+    while opener.is_alive():
+        opener.join(STEP_SECONDS)
+        if stops.count and opener.is_alive():
+            raise _StoppedWhileOpening
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def _drive(dump: _fastcapa.Dump, query: Query, stops: SignalLatch) -> int | None:

@@ -19,6 +19,8 @@ from fastcapa.errors import ConfigError
 from fastcapa.sizing import parse_size
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# Stopped by a signal before it began its work (128 + SIGINT, as shells say).
+EXIT_INTERRUPTED = 130
 
 
 class Parser(argparse.ArgumentParser):
