@@ -8,6 +8,10 @@ no topic created on first use) and against the session's broker, which does
 create topics on first use (Kafka's default). Each run replays a small
 capture file and the topic is read back over PLAINTEXT by an independent
 consumer.
+
+What cannot work is refused on one line at start (exit 2), at once rather
+than at the connect timeout when it is the broker's answer (a wrong
+password).
 """
 
 from __future__ import annotations
@@ -36,6 +40,11 @@ from fastcapa_support.runner import assert_accounting, assert_clean_failure
 pytestmark = pytest.mark.kafka
 
 FRAMES = [udp_frame(b"a" * 100, src=i % 200 + 1, sport=i) for i in range(200)]
+# A refusal at start ends the run within this, with --connect-timeout
+# CONNECT_TIMEOUT: a bound that tells "at once" from "at the timeout", not
+# a benchmark (the refusals take well under a second here).
+REFUSED_WITHIN = 10.0
+CONNECT_TIMEOUT = "30"
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +92,19 @@ def test_a_sasl_user_delivers_every_frame(mechanism, kafka_secured, new_topic, c
 
 
 def test_a_wrong_password_is_one_line_at_start(kafka_secured, capture, fastcapa):
+    """Refused at the first answer of the broker, not at the connect
+    timeout, naming the user and the settings; the broker's words at the end."""
+    started = time.monotonic()
     run = fastcapa(
-        "-r", capture, "--connect-timeout", "5",
+        "-r", capture, "--connect-timeout", CONNECT_TIMEOUT,
         *sasl(kafka_secured, "SCRAM-SHA-256", "alice", "not-her-password"),
     )  # fmt: skip
+    took = time.monotonic() - started
     assert_clean_failure(run, 2)
-    assert "Authentication failed" in run.stderr, run.stderr
+    assert "the broker refused the SASL credentials of user alice" in run.stderr, run.stderr
+    assert "sasl.password" in run.stderr and "sasl.mechanism=SCRAM-SHA-256" in run.stderr
+    assert "(SASL: Authentication failed" in run.stderr, run.stderr
+    assert took < REFUSED_WITHIN, f"refused after {took:.1f} s"
 
 
 def test_a_topic_the_user_may_not_write_is_one_reason_counted_at_kaf(

@@ -37,8 +37,7 @@ from typing import IO, Protocol
 from fastcapa import _fastcapa, events
 from fastcapa.config import CaptureSettings
 from fastcapa.eal import eal_arguments
-from fastcapa.errors import ConfigError, KafkaError
-from fastcapa.librdkafka import explain_connection_failure
+from fastcapa.errors import ConfigError
 from fastcapa.signals import SignalLatch
 from fastcapa.stats import READ_PASSES, Reporter, Snapshot, in_pipeline_order
 
@@ -282,13 +281,11 @@ class Pipeline:
 
     def connect(self) -> None:
         """Creates the transmit workers; KafkaError unless the cluster answers
-        within --connect-timeout."""
+        within --connect-timeout (a refusal, a certificate or a password, at
+        once)."""
         settings = self.settings
         kafka = list(settings.producer_settings().items())
-        try:
-            partitions = _fastcapa.check_topic(settings.topic, kafka, settings.connect_timeout)
-        except KafkaError as e:
-            raise KafkaError(explain_connection_failure(str(e), settings.kafka)) from None
+        partitions = _fastcapa.check_topic(settings.topic, kafka, settings.connect_timeout)
         # A replay loses nothing by waiting for room in the producer queue;
         # a live capture must keep taking frames, so it waits only briefly.
         queue_full_wait = None if settings.read is not None else 0.1

@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::bindings as rd;
+use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer, PurgeConfig};
 use rdkafka::ClientContext;
@@ -40,7 +41,7 @@ use crate::counters::TxCounters;
 use crate::events::EventLog;
 use crate::kafka::codec::{encode_key, encode_orig_len, ORIG_LEN_HEADER};
 use crate::kafka::config::{self, ClientError};
-use crate::kafka::LastError;
+use crate::kafka::{reach, LastError};
 
 /// How errors name this client.
 const CLIENT: &str = "producer";
@@ -69,7 +70,8 @@ pub struct KafkaProducer {
     /// errors arrive as events.
     queue: *mut rd::rd_kafka_queue_t,
     topic_name: String,
-    bootstrap: String,
+    /// The settings it was made of (for the words of its errors).
+    config: ClientConfig,
 }
 
 // SAFETY: the topic and queue handles are reference-counted and thread-safe
@@ -127,14 +129,16 @@ impl KafkaProducer {
             topic: handle,
             queue,
             topic_name: topic.to_string(),
-            bootstrap: config::bootstrap(&config),
+            config,
         })
     }
 
     /// Waits up to `timeout` for the cluster to answer a metadata request
-    /// about the topic; returns its partition count. On failure the reason is librdkafka's last error
-    /// (say, a TLS certificate it could not verify) rather than a bare
-    /// timeout. The request is the one a first produce would make, so a
+    /// about the topic; returns its partition count. A refusal (a
+    /// certificate, a password: see [`crate::kafka::Refusal`]) ends the wait
+    /// at its first occurrence, in the operator's words; a cluster that
+    /// does not answer gives librdkafka's last error (a refused connection)
+    /// rather than a bare timeout. The request is the one a first produce would make, so a
     /// cluster that creates topics on first use creates it now; a topic that
     /// does not exist and will not be created, or that this client may not
     /// see, is an error here rather than a producer queue that fills until
@@ -142,18 +146,22 @@ impl KafkaProducer {
     pub fn check_connection(&self, timeout: Duration) -> Result<usize, ProducerError> {
         let context = self.producer.context();
         context.set_checking(true);
-        let answer = self
-            .producer
-            .client()
-            .fetch_metadata(Some(&self.topic_name), timeout);
-        // Serve the error events the check queued (nothing else is queued yet).
-        for _ in 0..64 {
-            self.producer.poll(Duration::ZERO);
-        }
+        // Serves the error events the check queued (nothing else is queued yet).
+        let serve = || {
+            for _ in 0..64 {
+                self.producer.poll(Duration::ZERO);
+            }
+        };
+        let answer = reach::answer(
+            self.producer.client(),
+            &self.config,
+            Some(&self.topic_name),
+            timeout,
+            &context.last_error,
+            serve,
+        );
         context.set_checking(false);
-        let last_error = context.last_error.take();
-        let metadata = answer
-            .map_err(|e| ClientError::unreachable(&self.bootstrap, timeout, last_error, &e))?;
+        let metadata = answer?;
         use rd::rd_kafka_resp_err_t::*;
         let topic_error = |metadata: &rdkafka::metadata::Metadata| {
             metadata.topics().first().and_then(|t| t.error())
