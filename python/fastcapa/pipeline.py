@@ -21,7 +21,9 @@ So an exception at any step (a worker that cannot start, a full disk under
 
 Stopping (docs/operating.md): the source stops first; then every transmit
 worker drains its lanes and flushes its producer within the drain timeout. A
-second signal aborts: what is still queued is counted as dropped.
+second signal aborts: what is still queued is counted as dropped. A transmit
+worker whose frames the brokers refuse for want of a permission stops the
+source the same way (the run then fails, exit 1), having purged its producer.
 """
 
 from __future__ import annotations
@@ -282,7 +284,7 @@ class Pipeline:
     def connect(self) -> None:
         """Creates the transmit workers; KafkaError unless the cluster answers
         within --connect-timeout (a refusal, a certificate or a password, at
-        once)."""
+        once) and the topic can be written."""
         settings = self.settings
         kafka = list(settings.producer_settings().items())
         partitions = _fastcapa.check_topic(settings.topic, kafka, settings.connect_timeout)
@@ -351,11 +353,14 @@ class Pipeline:
                 receiver.start()
             started = time.monotonic()
             next_report = started + settings.stats_interval
-            # Phase 1: take frames until the source ends or we are told to stop.
+            # Phase 1: take frames until the source ends, we are told to
+            # stop, or a transmit worker can deliver nothing more.
             while not self._receivers_joined(TICK):
                 now = time.monotonic()
-                if signals.count or (
-                    settings.duration is not None and now - started >= settings.duration
+                if (
+                    signals.count
+                    or (settings.duration is not None and now - started >= settings.duration)
+                    or any(worker.error() for worker in self.workers)
                 ):
                     self._stop_receivers()
                 self._report_events()
@@ -382,7 +387,9 @@ class Pipeline:
             reporter.report(final, final=True)
         finally:
             signals.restore()
-        errors = [e for e in (r.error() for r in self.receivers) if e]
+        # Each reason once: every worker on a topic may fail alike.
+        sources: list[ReceiveWorker | _fastcapa.TxWorker] = [*self.receivers, *self.workers]
+        errors = list(dict.fromkeys(e for e in (s.error() for s in sources) if e))
         return Outcome(final, "; ".join(errors) or None, interrupted=signals.count > 0)
 
     def _receivers_joined(self, timeout: float) -> bool:
