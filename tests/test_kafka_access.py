@@ -7,7 +7,12 @@ through (`-X` or the INI file); these tests do that against a real broker
 no topic created on first use) and against the session's broker, which does
 create topics on first use (Kafka's default). Each run replays a small
 capture file and the topic is read back over PLAINTEXT by an independent
-consumer.
+consumer; the one about a permission taken away while running captures a
+steady stream live, from a veth pair of its own.
+
+What cannot work is refused: at start, on one line (exit 2), at once rather
+than at the connect timeout (a wrong password); while running, by stopping
+the capture with the books balanced (exit 1).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections import Counter
 import pytest
 from confluent_kafka.admin import (
     AclBinding,
+    AclBindingFilter,
     AclOperation,
     AclPermissionType,
     AdminClient,
@@ -30,12 +36,19 @@ from confluent_kafka.admin import (
 from fastcapa_support.fixtures import SASL_USERS
 from fastcapa_support.frames import udp_frame
 from fastcapa_support.kafka_read import read_topic
+from fastcapa_support.netns import VethPair, netns_available
 from fastcapa_support.pcapref import write_capture
-from fastcapa_support.runner import assert_accounting, assert_clean_failure
+from fastcapa_support.runner import Probe, assert_accounting, assert_clean_failure
+from fastcapa_support.steady import SteadySender
 
 pytestmark = pytest.mark.kafka
 
 FRAMES = [udp_frame(b"a" * 100, src=i % 200 + 1, sport=i) for i in range(200)]
+# A refusal at start ends the run within this, with --connect-timeout
+# CONNECT_TIMEOUT: a bound that tells "at once" from "at the timeout", not
+# a benchmark (the refusals take well under a second here).
+REFUSED_WITHIN = 10.0
+CONNECT_TIMEOUT = "30"
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +84,16 @@ def allow(cluster, topic: str, user: str, operation: AclOperation) -> None:
     admin.create_acls([acl])[acl].result(30)
 
 
+def revoke(cluster, topic: str, user: str, operation: AclOperation) -> None:
+    """Takes back what `allow` gave."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    acl = AclBindingFilter(
+        ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, f"User:{user}", "*",
+        operation, AclPermissionType.ALLOW,
+    )  # fmt: skip
+    assert len(admin.delete_acls([acl])[acl].result(30)) == 1
+
+
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_a_sasl_user_delivers_every_frame(mechanism, kafka_secured, new_topic, capture, fastcapa):
     topic = new_topic(cluster=kafka_secured)
@@ -83,37 +106,79 @@ def test_a_sasl_user_delivers_every_frame(mechanism, kafka_secured, new_topic, c
 
 
 def test_a_wrong_password_is_one_line_at_start(kafka_secured, capture, fastcapa):
+    """Refused at the first answer of the broker, not at the connect
+    timeout, naming the user and the settings; the broker's words at the end."""
+    started = time.monotonic()
     run = fastcapa(
-        "-r", capture, "--connect-timeout", "5",
+        "-r", capture, "--connect-timeout", CONNECT_TIMEOUT,
         *sasl(kafka_secured, "SCRAM-SHA-256", "alice", "not-her-password"),
     )  # fmt: skip
+    took = time.monotonic() - started
     assert_clean_failure(run, 2)
-    assert "Authentication failed" in run.stderr, run.stderr
+    assert "the broker refused the SASL credentials of user alice" in run.stderr, run.stderr
+    assert "sasl.password" in run.stderr and "sasl.mechanism=SCRAM-SHA-256" in run.stderr
+    assert "(SASL: Authentication failed" in run.stderr, run.stderr
+    assert took < REFUSED_WITHIN, f"refused after {took:.1f} s"
 
 
-def test_a_topic_the_user_may_not_write_is_one_reason_counted_at_kaf(
-    kafka_secured, new_topic, capture, tmp_path, fastcapa
+def test_a_topic_the_user_may_describe_but_not_write_is_one_line_at_start(
+    kafka_secured, new_topic, capture, fastcapa
 ):
-    """alice may see the topic (DESCRIBE) but not write it: every frame is
-    refused by the broker, counted at [kaf], and the operator reads one
-    reason (repeats said only at the 10th and 100th time)."""
+    """alice may see the topic (DESCRIBE) but not write it. The topic's
+    metadata says so (the operations she is authorized, which the start-up
+    check asks for): one line naming the topic, the user and WRITE, exit 2,
+    rather than a run whose every frame the broker refuses."""
     topic = new_topic(cluster=kafka_secured)
     allow(kafka_secured, topic, "alice", AclOperation.DESCRIBE)
-    stats = tmp_path / "stats.jsonl"
     run = fastcapa(
-        "-r", capture, "-t", topic, "--stats-json", str(stats),
+        "-r", capture, "-t", topic, "--connect-timeout", CONNECT_TIMEOUT,
         *sasl(kafka_secured, "PLAIN", "alice", SASL_USERS["alice"]),
     )  # fmt: skip
-    assert run.status == 0, run.stderr
-    report = json.loads(stats.read_text().splitlines()[-1])
-    assert_accounting(report)
-    assert report["kaf"]["drops"] == len(FRAMES) and report["kaf"]["out"] == 0, report["kaf"]
-    said = event_lines(run.stderr)
-    assert said, run.stderr
-    reasons = {line.split("): ", 1)[-1] for line in said}
-    assert len(reasons) == 1 and "Topic authorization failed" in reasons.pop(), said
-    assert [line.split("(")[1].split()[0] for line in said] == ["1", "10", "100"], said
+    assert_clean_failure(run, 2)
+    said = f"topic {topic} may be described but not written by user alice"
+    assert said in run.stderr, run.stderr
+    assert "must allow WRITE" in run.stderr, run.stderr
     assert read_topic(kafka_secured.bootstrap, topic) == []
+
+
+RATE = 1000  # frames/s of the live stream
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(not netns_available(), reason="needs root and network namespaces")
+def test_write_taken_away_while_running_stops_the_capture_with_the_books_balanced(
+    kafka_secured, new_topic, tmp_path
+):
+    """alice may write the topic when the probe starts; then her WRITE is
+    revoked. The brokers refuse her frames from then on: the probe stops on
+    its own (exit 1) with one error line naming the topic, the user and
+    WRITE, and every frame it took is accounted: delivered (and in Kafka),
+    refused or purged at [kaf], or dropped at its stage."""
+    topic = new_topic(cluster=kafka_secured)
+    for operation in (AclOperation.DESCRIBE, AclOperation.WRITE):
+        allow(kafka_secured, topic, "alice", operation)
+    user = sasl(kafka_secured, "PLAIN", "alice", SASL_USERS["alice"])
+    with VethPair(queues=1) as veth:
+        probe = Probe(veth.probe_side, topic, kafka_secured.bootstrap, tmp_path, *user)
+        sender = SteadySender(veth, RATE * 120, RATE)
+        try:
+            probe.wait_for("frames delivered", lambda r: r["kaf"]["out"] >= RATE, 60)
+            revoke(kafka_secured, topic, "alice", AclOperation.WRITE)
+            status, stderr, report = probe.finish(60, "WRITE was revoked")
+        finally:
+            sender.kill()
+            probe.kill()
+    assert status == 1, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("fastcapa: error:")]
+    assert len(errors) == 1, stderr
+    assert f"topic {topic}: the brokers refused user alice a frame" in errors[0], errors
+    assert "Topic authorization failed" in errors[0] and "WRITE" in errors[0], errors
+    assert "accounting" not in stderr, stderr
+    assert_accounting(report)
+    assert report["kaf"]["drops"] > 0, report["kaf"]
+    assert report["kaf"]["queued"] == 0 and report["rx"]["queued"] == 0, report
+    # Kafka holds exactly what the probe says it delivered.
+    assert len(read_topic(kafka_secured.bootstrap, topic)) == report["kaf"]["out"] > 0
 
 
 def test_a_topic_the_user_may_not_see_is_one_line_at_start(

@@ -168,8 +168,10 @@ def test_unreachable_kafka_is_an_error_after_the_connect_timeout(command, tmp_pa
     run = fastcapa(*args, "-k", f"127.0.0.1:{closed_port()}", timeout=60)
     took = time.monotonic() - started
     assert_clean_failure(run, 2)
-    assert "Kafka" in run.stderr
-    assert took < 30, f"gave up only after {took:.0f} s"
+    assert "cannot reach Kafka" in run.stderr, run.stderr
+    # A refused connection is a broker not up yet, not a refusal: tried
+    # again until the timeout, then said.
+    assert 2 <= took < 30, f"gave up after {took:.1f} s"
 
 
 # In the child, before the command line runs: every report counts one frame

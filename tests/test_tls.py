@@ -8,7 +8,9 @@ file:
 - WRONGNAME: a certificate signed by that CA for another host name.
 
 What works delivers every frame (and `dump` reads them back over TLS); what
-must not work is one line at start that says why."""
+must not work is one line at start that says which side's certificate failed
+and which setting to look at, at the first failed handshake rather than at
+the connect timeout (the probe, `dump` and `index` alike)."""
 
 from __future__ import annotations
 
@@ -27,12 +29,28 @@ from fastcapa_support.fixtures import kafka_tool, wait_topic_ready
 from fastcapa_support.frames import udp_frame
 from fastcapa_support.kafka_read import read_topic
 from fastcapa_support.pcapref import read_capture, write_capture
-from fastcapa_support.runner import assert_clean_failure
+from fastcapa_support.runner import Run, assert_clean_failure
 
 pytestmark = pytest.mark.kafka
 
 AFS = CORPUS / "afs.pcap"
 PASSWORD = "fastcapa-test"
+# Given as the connect timeout of what must fail; a refusal must end the run
+# within REFUSED_WITHIN: a bound that tells "at once" from "at the timeout",
+# not a benchmark (the refusals take well under a second here).
+TIMEOUT = "30"
+REFUSED_WITHIN = 10.0
+
+
+def refused(fastcapa, *args: str) -> Run:
+    """`fastcapa args...`, which must fail at start (exit 2, one line) well
+    before its timeout."""
+    started = time.monotonic()
+    run = fastcapa(*args)
+    took = time.monotonic() - started
+    assert_clean_failure(run, 2)
+    assert took < REFUSED_WITHIN, f"refused after {took:.1f} s: {run.stderr}"
+    return run
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -161,24 +179,34 @@ def test_frames_arrive_over_tls(tls, tmp_path, fastcapa):
 @corpus.needed()
 def test_a_wrong_ca_is_a_clear_error_at_start(tls, tmp_path, fastcapa):
     ini = settings_file(tmp_path, tls.other_ca)
-    run = fastcapa(
-        "-r", str(AFS), "-c", str(ini), "-k", tls.cluster.ssl_bootstrap, "--connect-timeout", "5"
+    bootstrap = tls.cluster.ssl_bootstrap
+    run = refused(
+        fastcapa, "-r", str(AFS), "-c", str(ini), "-k", bootstrap, "--connect-timeout", TIMEOUT
     )
-    assert_clean_failure(run, 2)
-    assert "certificate verify failed" in run.stderr, run.stderr
+    assert (
+        f"cannot connect to Kafka at {bootstrap}: the broker's certificate is not signed by a"
+        " CA this client trusts (ssl.ca.location) (TLS: certificate verify failed)"
+    ) in run.stderr, run.stderr
+    assert "does not name" not in run.stderr, "the name is right: only the CA is said"
 
 
 def test_a_certificate_for_another_name_is_a_clear_error_at_start(tls, capture, tmp_path, fastcapa):
     """The broker's certificate is signed by the CA the probe trusts, but
     for elsewhere.example, not the 127.0.0.1 the probe connects to. The
-    line names both things a certificate must satisfy (librdkafka's own
-    words send the operator to ssl.ca.location alone)."""
+    line says the name is what is wrong (OpenSSL's own words are the same
+    as for an untrusted CA, and librdkafka's send the operator to
+    ssl.ca.location alone)."""
     ini = settings_file(tmp_path, tls.ca)
     bootstrap = tls.cluster.listener_bootstrap("WRONGNAME")
-    run = fastcapa("-r", capture[0], "-c", str(ini), "-k", bootstrap, "--connect-timeout", "5")
-    assert_clean_failure(run, 2)
+    run = refused(
+        fastcapa, "-r", capture[0], "-c", str(ini), "-k", bootstrap, "--connect-timeout", TIMEOUT
+    )
+    assert (
+        "the broker's certificate does not name 127.0.0.1, the host it is reached at"
+        " (ssl.endpoint.identification.algorithm=https checks it)"
+    ) in run.stderr, run.stderr
     assert "certificate verify failed" in run.stderr, run.stderr
-    assert "host name" in run.stderr, run.stderr
+    assert "ssl.ca.location" not in run.stderr, "the CA is right: only the name is said"
     # The same listener with host names unchecked: the name was all that was wrong.
     topic = new_topic_on(tls.cluster)
     unchecked = ["-X", "ssl.endpoint.identification.algorithm=none"]
@@ -202,15 +230,18 @@ def test_a_broker_that_wants_a_client_certificate(
     ini = settings_file(tmp_path, tls.ca, *extra)
     topic = new_topic_on(tls.cluster)
     bootstrap = tls.cluster.listener_bootstrap("MTLS")
-    run = fastcapa(
-        "-r", path, "-t", topic, "-c", str(ini), "-k", bootstrap, "--connect-timeout", "5"
-    )
+    args = ("-r", path, "-t", topic, "-c", str(ini), "-k", bootstrap, "--connect-timeout", TIMEOUT)
     if with_certificate:
+        run = fastcapa(*args)
         assert run.status == 0, run.stderr
         assert [r.value for r in read_topic(tls.cluster.bootstrap, topic)] == frames
     else:
-        assert_clean_failure(run, 2)
-        assert "ssl.certificate.location" in run.stderr, run.stderr
+        run = refused(fastcapa, *args)
+        assert (
+            "the broker requires a client certificate and this client has none"
+            " (ssl.certificate.location and ssl.key.location)"
+            " (TLS alert from the broker: bad certificate)"
+        ) in run.stderr, run.stderr
         assert read_topic(tls.cluster.bootstrap, topic) == []
 
 
@@ -228,6 +259,20 @@ def test_dump_over_tls(tls, capture, tmp_path, fastcapa):
     assert run.status == 0, run.stderr
     assert read_capture(str(out)).records == read_capture(path).records
     ini = settings_file(tmp_path, tls.other_ca)
-    run = fastcapa("dump", "-t", topic, "-c", str(ini), "-k", bootstrap, "--timeout", "5")
-    assert_clean_failure(run, 2)
-    assert "certificate verify failed" in run.stderr, run.stderr
+    run = refused(
+        fastcapa, "dump", "-t", topic, "-c", str(ini), "-k", bootstrap, "--timeout", TIMEOUT
+    )
+    assert "the broker's certificate is not signed by a CA this client trusts" in run.stderr
+    assert "(TLS: certificate verify failed)" in run.stderr, run.stderr
+
+
+def test_index_refuses_at_once_too(tls, capture, tmp_path, fastcapa):
+    """`fastcapa index` without the client certificate the broker requires:
+    the same one line, at once, before the index topic is looked at."""
+    topic = new_topic_on(tls.cluster)
+    ini = settings_file(tmp_path, tls.ca)
+    bootstrap = tls.cluster.listener_bootstrap("MTLS")
+    run = refused(
+        fastcapa, "index", "-t", topic, "-c", str(ini), "-k", bootstrap, "--timeout", TIMEOUT
+    )
+    assert "requires a client certificate and this client has none" in run.stderr, run.stderr

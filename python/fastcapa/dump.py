@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastcapa._fastcapa import MAX_SNAPLEN
-from fastcapa.errors import ConfigError, FastcapaError, KafkaError
-from fastcapa.librdkafka import explain_connection_failure
+from fastcapa.errors import ConfigError, FastcapaError
 from fastcapa.options import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail
 from fastcapa.signals import SignalLatch
 
@@ -199,9 +198,6 @@ def _run(settings: dict[str, str], query: Query, stops: SignalLatch) -> int:
                 stream.close()
                 with contextlib.suppress(OSError):
                     os.unlink(query.output)
-            if isinstance(e, KafkaError):
-                # librdkafka's reason, with what it leaves out (TLS).
-                e = KafkaError(explain_connection_failure(str(e), settings))
             return fail(EXIT_USAGE, e)
         if query.explain:
             for line in explain_lines(query, dump.plan()):

@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING
 
 from fastcapa import options
 from fastcapa.errors import ConfigError, FastcapaError, KafkaError
-from fastcapa.librdkafka import check_topic, explain_connection_failure, kafka_settings
+from fastcapa.librdkafka import check_topic, kafka_settings
 from fastcapa.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from fastcapa.signals import SignalLatch
 from fastcapa.stats import JsonLines
@@ -209,6 +209,9 @@ def run(argv: list[str]) -> int:
         return fail(EXIT_USAGE, e)
     try:
         try:
+            # The extension's client first: a certificate or a password the
+            # connection fails on is refused at once, in fastcapa's words.
+            _fastcapa.check_kafka(list(settings.items()), args.topic, args.timeout)
             created = ensure_index_topic(settings, args.topic, index_topic, args.timeout)
             indexer = _fastcapa.Indexer(
                 args.topic,
@@ -222,8 +225,6 @@ def run(argv: list[str]) -> int:
                 until_caught_up=args.until_caught_up,
             )
         except FastcapaError as e:
-            if isinstance(e, KafkaError):
-                e = KafkaError(explain_connection_failure(str(e), settings))
             return fail(EXIT_USAGE, e)
         try:
             if args.metrics_port is not None:

@@ -1,8 +1,8 @@
 """librdkafka settings as the operator gives them: fastcapa's INI file
 (Apache Metron fastcapa's format: `key = value` lines in a `[kafka-global]`
 and a `[kafka-topic]` section), `-X key=value` overrides and `-k`, over the
-probe's own defaults; topic names; and librdkafka's reasons for not reaching
-Kafka, with what they leave out.
+probe's own defaults; and topic names. (Why a connection failed is said by
+the extension, src/kafka/refusal.rs, in one place for every command.)
 
 librdkafka takes topic-level properties in its global configuration too, so
 both sections end up in one list; librdkafka itself then judges every name and
@@ -158,33 +158,6 @@ def kafka_settings(
             "bootstrap.servers", broker or "localhost:9092", f"-k {broker!r}"
         )
     return settings
-
-
-def explain_connection_failure(reason: str, settings: dict[str, str]) -> str:
-    """librdkafka's reason for not reaching Kafka, with what it leaves out.
-
-    On a TLS certificate it could not verify, librdkafka's words point at
-    ssl.ca.location alone, also when the CA is right and the certificate
-    names another host; and a broker that wants a client certificate shows
-    only as a TLS alert.
-    """
-    checks_host = settings.get("ssl.endpoint.identification.algorithm", "https") != "none"
-    if "certificate verify failed" in reason and checks_host:
-        return (
-            f"{reason}; the broker's certificate must also name the host it is reached"
-            " at (ssl.endpoint.identification.algorithm=https checks the host name)"
-        )
-    has_client_cert = any(
-        key in settings
-        for key in ("ssl.certificate.location", "ssl.certificate.pem", "ssl.keystore.location")
-    )
-    refused = ("alert bad certificate", "alert certificate required", "unexpected message")
-    if any(words in reason for words in refused) and not has_client_cert:
-        return (
-            f"{reason}; the broker may require a client certificate"
-            " (ssl.certificate.location and ssl.key.location)"
-        )
-    return reason
 
 
 def _reason(error: OSError | UnicodeDecodeError) -> str:

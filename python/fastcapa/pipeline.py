@@ -21,7 +21,9 @@ So an exception at any step (a worker that cannot start, a full disk under
 
 Stopping (docs/operating.md): the source stops first; then every transmit
 worker drains its lanes and flushes its producer within the drain timeout. A
-second signal aborts: what is still queued is counted as dropped.
+second signal aborts: what is still queued is counted as dropped. A transmit
+worker whose frames the brokers refuse for want of a permission stops the
+source the same way (the run then fails, exit 1), having purged its producer.
 """
 
 from __future__ import annotations
@@ -37,8 +39,7 @@ from typing import IO
 from fastcapa import _fastcapa, events
 from fastcapa.config import CaptureSettings
 from fastcapa.eal import eal_arguments
-from fastcapa.errors import ConfigError, KafkaError
-from fastcapa.librdkafka import explain_connection_failure
+from fastcapa.errors import ConfigError
 from fastcapa.signals import SignalLatch
 from fastcapa.stats import READ_PASSES, Reporter, Snapshot, in_pipeline_order
 
@@ -273,13 +274,11 @@ class Pipeline:
 
     def connect(self) -> None:
         """Creates the transmit workers; KafkaError unless the cluster answers
-        within --connect-timeout."""
+        within --connect-timeout (a refusal, a certificate or a password, at
+        once) and the topic can be written."""
         settings = self.settings
         kafka = list(settings.producer_settings().items())
-        try:
-            partitions = _fastcapa.check_topic(settings.topic, kafka, settings.connect_timeout)
-        except KafkaError as e:
-            raise KafkaError(explain_connection_failure(str(e), settings.kafka)) from None
+        partitions = _fastcapa.check_topic(settings.topic, kafka, settings.connect_timeout)
         # A replay loses nothing by waiting for room in the producer queue;
         # a live capture must keep taking frames, so it waits only briefly.
         queue_full_wait = None if settings.read is not None else 0.1
@@ -342,11 +341,16 @@ class Pipeline:
                 receiver.start()
             started = time.monotonic()
             tick = _Tick(self, reporter, settings.stats_interval)
-            # Phase 1: take frames until the source ends or we are told to stop.
+            # Phase 1: take frames until the source ends, we are told to
+            # stop, or a transmit worker can deliver nothing more.
             while not self._receivers_joined(TICK):
-                if signals.count or (
-                    settings.duration is not None
-                    and time.monotonic() - started >= settings.duration
+                if (
+                    signals.count
+                    or (
+                        settings.duration is not None
+                        and time.monotonic() - started >= settings.duration
+                    )
+                    or any(worker.error() for worker in self.workers)
                 ):
                     self._stop_receivers()
                 tick()
@@ -366,8 +370,10 @@ class Pipeline:
             reporter.report(final, final=True)
         finally:
             signals.restore()
-        # The queues of one file meet its damage each: one line says it.
-        errors = list(dict.fromkeys(e for e in (r.error() for r in self.receivers) if e))
+        # Each reason once: the queues of one file meet its damage each, and
+        # every worker on a topic may fail alike.
+        sources: list[_fastcapa.RxWorker | _fastcapa.TxWorker] = [*self.receivers, *self.workers]
+        errors = list(dict.fromkeys(e for e in (s.error() for s in sources) if e))
         return Outcome(final, "; ".join(errors) or None, interrupted=signals.count > 0)
 
     def _receivers_joined(self, timeout: float) -> bool:

@@ -21,7 +21,7 @@ use rdkafka::ClientContext;
 use super::DumpError;
 use crate::kafka::config::{self, ClientError};
 use crate::kafka::message::Msg;
-use crate::kafka::LastError;
+use crate::kafka::{reach, LastError};
 
 /// How errors name this client.
 const CLIENT: &str = "consumer";
@@ -55,7 +55,6 @@ pub struct Reader {
     consumer: BaseConsumer<ReadContext>,
     topic: *mut rd::rd_kafka_topic_t,
     name: String,
-    bootstrap: String,
     /// Partition ids, in the order the engine numbers them.
     pub partitions: Vec<i32>,
     started: Vec<bool>,
@@ -66,8 +65,8 @@ pub struct Reader {
 unsafe impl Send for Reader {}
 
 impl Reader {
-    /// Connects (waiting up to `timeout` for the cluster's answer) and finds
-    /// the topic's partitions. `settings` are the operator's; `ours` are
+    /// Connects (waiting up to `timeout` for the cluster's answer, or until
+    /// the first refusal) and finds the topic's partitions. `settings` are the operator's; `ours` are
     /// set after them, and `defaults` only where the operator set nothing.
     pub fn connect(
         settings: &[(String, String)],
@@ -79,22 +78,23 @@ impl Reader {
         let config = config::client_config(settings, ours, defaults);
         let consumer: BaseConsumer<ReadContext> =
             config::create(&config, ReadContext::default(), CLIENT)?;
-        let bootstrap = config::bootstrap(&config);
-        let answer = consumer.client().fetch_metadata(Some(topic), timeout);
         let name = CString::new(topic)
             .map_err(|_| DumpError::NoTopic(topic.escape_debug().to_string()))?;
         let mut reader = Reader {
             consumer,
             topic: std::ptr::null_mut(),
             name: topic.to_string(),
-            bootstrap,
             partitions: Vec::new(),
             started: Vec::new(),
         };
-        reader.serve_events();
-        let metadata = answer.map_err(|e| {
-            ClientError::unreachable(&reader.bootstrap, timeout, reader.take_error(), &e)
-        })?;
+        let metadata = reach::answer(
+            reader.consumer.client(),
+            &config,
+            Some(topic),
+            timeout,
+            &reader.consumer.context().last_error,
+            || reader.serve_events(),
+        )?;
         let described = metadata.topics().iter().find(|t| t.name() == topic);
         let mut partitions: Vec<i32> = match described {
             Some(t) if t.error().is_none() => t.partitions().iter().map(|p| p.id()).collect(),

@@ -1,5 +1,5 @@
 //! Making a client: its settings, and the errors an operator reads when it
-//! cannot be made or the cluster does not answer.
+//! cannot be made, or the cluster does not answer or refuses it.
 
 use std::time::Duration;
 
@@ -26,13 +26,19 @@ pub enum ClientError {
         reason: String,
     },
     /// No answer from the cluster in time; the reason is librdkafka's last
-    /// error (a refused connection, a certificate), not a bare timeout.
+    /// error (a refused connection, a name that does not resolve), not a
+    /// bare timeout.
     #[error("cannot reach Kafka at {bootstrap} within {seconds} s: {reason}")]
     Unreachable {
         bootstrap: String,
         seconds: f64,
         reason: String,
     },
+    /// A connection failed in a way trying again cannot mend (a
+    /// certificate, a password: see [`Refusal`](super::Refusal)), said at
+    /// the first failure; the reason is in the operator's words.
+    #[error("cannot connect to Kafka at {bootstrap}: {reason}")]
+    Refused { bootstrap: String, reason: String },
 }
 
 impl ClientError {
@@ -109,6 +115,26 @@ where
         .map_err(|e| ClientError::creating(client, e))
 }
 
+/// Who the brokers take a client made of `config` for, as the operator
+/// knows it: its SASL user, its certificate's, or nobody in particular
+/// (what Kafka calls User:ANONYMOUS).
+pub fn principal(config: &ClientConfig) -> String {
+    let protocol = config
+        .get("security.protocol")
+        .unwrap_or("plaintext")
+        .to_ascii_lowercase();
+    if protocol.starts_with("sasl") {
+        return match config.get("sasl.username") {
+            Some(user) => format!("user {user}"),
+            None => "this client's SASL principal".to_string(),
+        };
+    }
+    if protocol == "ssl" && super::refusal::has_client_certificate(config) {
+        return "the user of this client's certificate (ssl.certificate.location)".to_string();
+    }
+    "user ANONYMOUS (no SASL user, no client certificate)".to_string()
+}
+
 /// Where the client looks for the cluster, as the operator set it (for
 /// [`ClientError::Unreachable`]).
 pub fn bootstrap(config: &ClientConfig) -> String {
@@ -146,6 +172,27 @@ mod tests {
         assert_eq!(bootstrap(&config), "");
         let config = client_config(&owned(&[("bootstrap.servers", "k:9092")]), &[], &[]);
         assert_eq!(bootstrap(&config), "k:9092");
+    }
+
+    #[test]
+    fn the_principal_as_the_operator_knows_it() {
+        let of = |pairs: &[(&str, &str)]| principal(&client_config(&owned(pairs), &[], &[]));
+        let sasl = [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.username", "alice"),
+        ];
+        assert_eq!(of(&sasl), "user alice");
+        assert_eq!(
+            of(&[("security.protocol", "sasl_plaintext")]),
+            "this client's SASL principal"
+        );
+        let certificate = [
+            ("security.protocol", "SSL"),
+            ("ssl.certificate.location", "/etc/fastcapa/client.pem"),
+        ];
+        assert!(of(&certificate).contains("this client's certificate"));
+        assert!(of(&[]).starts_with("user ANONYMOUS"));
+        assert!(of(&[("security.protocol", "SSL")]).starts_with("user ANONYMOUS"));
     }
 
     #[test]

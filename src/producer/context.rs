@@ -1,13 +1,14 @@
 //! The producer's librdkafka context: delivery reports into the worker's
 //! counters, statistics into their file, client errors into events (or kept
-//! as the reason of a failed start-up check).
+//! as the reason of a failed start-up check), and the first delivery the
+//! brokers refused for want of a permission, which stops the worker.
 
 use std::fs::File;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::ClientContext;
 
@@ -27,6 +28,10 @@ pub struct DeliveryCounter {
     /// last one becomes the reason of a single error line if the check fails.
     pub(super) checking: AtomicBool,
     pub(super) last_error: LastError,
+    /// librdkafka's words ("Broker: Topic authorization failed") for the
+    /// first frame the brokers refused for want of a permission (an ACL removed while running): no frame after it
+    /// can be delivered either.
+    pub(super) denied: OnceLock<String>,
 }
 
 impl ClientContext for DeliveryCounter {
@@ -78,10 +83,29 @@ impl DeliveryCounter {
         bump(&self.counters.failed, failed);
     }
 
-    /// Why a delivery failed, for the operator.
+    /// Why a delivery failed, for the operator; kept as the reason to stop
+    /// if the brokers refused it for want of a permission.
     pub(super) fn delivery_failed(&self, error: &KafkaError) {
+        if let Some(code) = error.rdkafka_error_code().filter(|&code| is_denial(code)) {
+            self.deny(code);
+        }
         self.events
             .record(EventKind::DeliveryFailed, &error.to_string());
+    }
+
+    /// Keeps `code` (in librdkafka's words) as the first refusal for want
+    /// of a permission.
+    pub(super) fn deny(&self, code: RDKafkaErrorCode) {
+        use rdkafka::bindings as rd;
+        self.denied
+            .get_or_init(|| match rd::rd_kafka_resp_err_t::try_from(code as i32) {
+                Ok(raw) => {
+                    // SAFETY: rd_kafka_err2str returns a static string for any code.
+                    let words = unsafe { std::ffi::CStr::from_ptr(rd::rd_kafka_err2str(raw)) };
+                    words.to_string_lossy().into_owned()
+                }
+                Err(_) => code.to_string(),
+            });
     }
 }
 
@@ -90,4 +114,13 @@ impl DeliveryCounter {
     pub(super) fn set_checking(&self, on: bool) {
         self.checking.store(on, Ordering::Relaxed);
     }
+}
+
+/// Whether a frame's refusal says the client lacks a permission: every
+/// frame after it would be refused alike until an operator grants it.
+pub(super) fn is_denial(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::ClusterAuthorizationFailed
+    )
 }

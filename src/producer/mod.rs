@@ -18,6 +18,7 @@
 //! The record's Kafka timestamp is the time of production (the batch call
 //! sets no other); the capture time is the key (docs/performance.md).
 
+mod access;
 mod batch;
 mod context;
 mod memory;
@@ -25,10 +26,11 @@ mod memory;
 use std::ffi::CString;
 use std::fs::File;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::bindings as rd;
+use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer, PurgeConfig};
 use rdkafka::ClientContext;
@@ -40,7 +42,7 @@ use crate::counters::TxCounters;
 use crate::events::EventLog;
 use crate::kafka::codec::{encode_key, encode_orig_len, ORIG_LEN_HEADER};
 use crate::kafka::config::{self, ClientError};
-use crate::kafka::LastError;
+use crate::kafka::{reach, LastError};
 
 /// How errors name this client.
 const CLIENT: &str = "producer";
@@ -61,6 +63,12 @@ const REPORT_EVENTS_PER_CALL: usize = 16;
 /// topics on first use is making (a few hundred ms on a test broker).
 const TOPIC_CREATION_WAIT: Duration = Duration::from_secs(5);
 const TOPIC_CREATION_PAUSE: Duration = Duration::from_millis(200);
+/// Longest the start-up check waits for the brokers to say whether the
+/// client may write the topic: one metadata round trip, in practice, but
+/// librdkafka sends the question to the controller a broker names, and a
+/// cluster that names none (librdkafka's mock cluster) never answers. Not
+/// told, the probe learns it from the first frames (see `denied`).
+const WRITE_CHECK_WAIT: Duration = Duration::from_secs(2);
 
 pub struct KafkaProducer {
     producer: BaseProducer<DeliveryCounter>,
@@ -69,7 +77,8 @@ pub struct KafkaProducer {
     /// errors arrive as events.
     queue: *mut rd::rd_kafka_queue_t,
     topic_name: String,
-    bootstrap: String,
+    /// The settings it was made of (for the words of its errors).
+    config: ClientConfig,
 }
 
 // SAFETY: the topic and queue handles are reference-counted and thread-safe
@@ -98,6 +107,7 @@ impl KafkaProducer {
             events,
             checking: AtomicBool::new(false),
             last_error: LastError::default(),
+            denied: OnceLock::new(),
         };
         let producer: BaseProducer<DeliveryCounter> = config::create(&config, context, CLIENT)?;
         let topic_name = CString::new(topic).map_err(|_| ClientError::Create {
@@ -127,14 +137,16 @@ impl KafkaProducer {
             topic: handle,
             queue,
             topic_name: topic.to_string(),
-            bootstrap: config::bootstrap(&config),
+            config,
         })
     }
 
     /// Waits up to `timeout` for the cluster to answer a metadata request
-    /// about the topic; returns its partition count. On failure the reason is librdkafka's last error
-    /// (say, a TLS certificate it could not verify) rather than a bare
-    /// timeout. The request is the one a first produce would make, so a
+    /// about the topic; returns its partition count. A refusal (a
+    /// certificate, a password: see [`crate::kafka::Refusal`]) ends the wait
+    /// at its first occurrence, in the operator's words; a cluster that
+    /// does not answer gives librdkafka's last error (a refused connection)
+    /// rather than a bare timeout. The request is the one a first produce would make, so a
     /// cluster that creates topics on first use creates it now; a topic that
     /// does not exist and will not be created, or that this client may not
     /// see, is an error here rather than a producer queue that fills until
@@ -142,18 +154,22 @@ impl KafkaProducer {
     pub fn check_connection(&self, timeout: Duration) -> Result<usize, ProducerError> {
         let context = self.producer.context();
         context.set_checking(true);
-        let answer = self
-            .producer
-            .client()
-            .fetch_metadata(Some(&self.topic_name), timeout);
-        // Serve the error events the check queued (nothing else is queued yet).
-        for _ in 0..64 {
-            self.producer.poll(Duration::ZERO);
-        }
+        // Serves the error events the check queued (nothing else is queued yet).
+        let serve = || {
+            for _ in 0..64 {
+                self.producer.poll(Duration::ZERO);
+            }
+        };
+        let answer = reach::answer(
+            self.producer.client(),
+            &self.config,
+            Some(&self.topic_name),
+            timeout,
+            &context.last_error,
+            serve,
+        );
         context.set_checking(false);
-        let last_error = context.last_error.take();
-        let metadata = answer
-            .map_err(|e| ClientError::unreachable(&self.bootstrap, timeout, last_error, &e))?;
+        let metadata = answer?;
         use rd::rd_kafka_resp_err_t::*;
         let topic_error = |metadata: &rdkafka::metadata::Metadata| {
             metadata.topics().first().and_then(|t| t.error())
@@ -164,6 +180,7 @@ impl KafkaProducer {
                 .first()
                 .map_or(0, |t| t.partitions().len())
         };
+        let deadline = Instant::now() + timeout;
         let mut error = topic_error(&metadata);
         let mut count = partitions(&metadata);
         // A cluster that creates topics on first use answers the request that
@@ -196,13 +213,43 @@ impl KafkaProducer {
             }
             // Fine, or passing: being created (LEADER_NOT_AVAILABLE), a leader
             // moving. Production waits for it or reports what goes wrong.
-            _ if count > 0 => return Ok(count),
+            _ if count > 0 => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let rk = self.producer.client().native_ptr();
+                if access::may_write(rk, &self.topic_name, left.min(WRITE_CHECK_WAIT))
+                    == Some(false)
+                {
+                    return Err(ProducerError::Topic {
+                        topic: self.topic_name.clone(),
+                        reason: format!(
+                            "may be described but not written by {} (Kafka's ACLs must allow \
+                             WRITE on the topic)",
+                            config::principal(&self.config)
+                        ),
+                    });
+                }
+                return Ok(count);
+            }
             _ => "has no partitions the cluster describes",
         };
         Err(ProducerError::Topic {
             topic: self.topic_name.clone(),
             reason: reason.to_string(),
         })
+    }
+
+    /// Why this producer can deliver nothing more, once the brokers refused
+    /// one of its frames for want of a permission (an ACL removed while
+    /// running): the operator's line, naming the topic, the user and the
+    /// permission. `None` while nothing of the kind happened.
+    pub fn denied(&self) -> Option<String> {
+        let reason = self.producer.context().denied.get()?;
+        Some(format!(
+            "topic {}: the brokers refused {} a frame for want of a permission ({reason}); \
+             Kafka's ACLs must allow WRITE on the topic",
+            self.topic_name,
+            config::principal(&self.config)
+        ))
     }
 
     /// Messages and bytes of one message set, as this producer's
@@ -298,6 +345,9 @@ impl KafkaProducer {
                 Offer::QueueFull
             } else {
                 let text = std::ffi::CStr::from_ptr(rd::rd_kafka_error_string(error));
+                if context::is_denial(code.into()) {
+                    self.producer.context().deny(code.into());
+                }
                 Offer::Refused(text.to_string_lossy().into_owned())
             };
             rd::rd_kafka_error_destroy(error);
@@ -335,7 +385,20 @@ impl KafkaProducer {
                 batch.messages.len() as i32,
             )
         };
-        queued.max(0) as usize
+        let queued = queued.max(0) as usize;
+        if queued < batch.messages.len() {
+            // A topic whose metadata says the client may not use it fails
+            // every message at once (librdkafka knows before it sends).
+            let denial = batch
+                .messages
+                .iter()
+                .map(|m| m.err.into())
+                .find(|&code| context::is_denial(code));
+            if let Some(code) = denial {
+                self.producer.context().deny(code);
+            }
+        }
+        queued
     }
 
     /// Serves the events that are waiting, without blocking: delivery

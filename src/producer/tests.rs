@@ -1,10 +1,12 @@
 //! The producer against librdkafka's built-in mock cluster
 //! (`test.mock.num.brokers`): the start-up check, batches, cut frames,
-//! delivery reports and the effective settings, without a real broker (the
-//! integration tests use a real one).
+//! delivery reports, a refused permission and the effective settings,
+//! without a real broker (the integration tests use a real one).
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use rdkafka::producer::Producer;
 
 use super::{Batch, KafkaProducer, Offer, UNASSIGNED};
 use crate::counters::TxCounters;
@@ -75,4 +77,55 @@ fn the_message_set_is_the_clients_own() {
     );
     let (producer, _) = mock_producer(&[("batch.num.messages", "500"), ("batch.size", "65536")]);
     assert_eq!(producer.message_set(), (500, 65536));
+}
+
+#[test]
+fn a_frame_refused_for_want_of_a_permission_says_the_producer_is_done() {
+    let (producer, counters) = mock_producer(&[
+        ("security.protocol", "sasl_plaintext"),
+        ("sasl.mechanism", "PLAIN"),
+        ("sasl.username", "alice"),
+        ("sasl.password", "secret"),
+    ]);
+    producer.check_connection(Duration::from_secs(10)).unwrap();
+    assert_eq!(producer.denied(), None);
+    // The brokers refuse the next produce requests: the topic's WRITE is gone.
+    let denied =
+        rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
+    // SAFETY: the client is alive and has a mock cluster (test.mock.num.brokers).
+    unsafe {
+        let cluster = rdkafka::bindings::rd_kafka_handle_mock_cluster(
+            producer.producer.client().native_ptr(),
+        );
+        assert!(!cluster.is_null());
+        let errors = [denied; 8];
+        // ApiKey 0: Produce.
+        rdkafka::bindings::rd_kafka_mock_push_request_errors_array(
+            cluster,
+            0,
+            errors.len(),
+            errors.as_ptr(),
+        );
+    }
+    let mut batch = Batch::new(8);
+    for i in 0..4u64 {
+        batch.push(i, &[7u8; 60], None);
+    }
+    assert_eq!(producer.produce_batch(0, &mut batch), 4);
+    producer.flush(Duration::from_secs(10), || false);
+    assert!(counters.snapshot().failed > 0);
+    let said = producer.denied().expect("the refusal is kept");
+    assert!(
+        said.starts_with("topic mocked: the brokers refused user alice a frame"),
+        "{said}"
+    );
+    assert!(
+        said.contains("a permission (Broker: Topic authorization failed); "),
+        "{said}"
+    );
+    assert!(
+        said.ends_with("Kafka's ACLs must allow WRITE on the topic"),
+        "{said}"
+    );
+    assert!(!said.contains('\n'));
 }

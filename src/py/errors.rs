@@ -54,7 +54,9 @@ impl From<crate::kafka::ClientError> for PyErr {
         use crate::kafka::ClientError::*;
         match error {
             Setting { .. } => ConfigError::new_err(error.to_string()),
-            Create { .. } | Unreachable { .. } => KafkaError::new_err(error.to_string()),
+            Create { .. } | Unreachable { .. } | Refused { .. } => {
+                KafkaError::new_err(error.to_string())
+            }
         }
     }
 }

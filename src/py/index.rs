@@ -12,6 +12,20 @@ use super::errors::{ConfigError, FastcapaError};
 use crate::counters::IndexCounters;
 use crate::index::indexer::IndexerConfig;
 
+/// Checks that the cluster answers a metadata request about `topic` within
+/// `timeout` seconds, refusing at once a certificate or a password the
+/// connection fails on (KafkaError, ConfigError for a refused setting).
+#[pyfunction]
+pub fn check_kafka(
+    py: Python<'_>,
+    settings: Vec<(String, String)>,
+    topic: &str,
+    timeout: f64,
+) -> PyResult<()> {
+    let timeout = Duration::from_secs_f64(timeout.max(0.0));
+    Ok(py.detach(|| crate::kafka::reach::check(&settings, topic, timeout))?)
+}
+
 /// One member of an indexing group: joined when made.
 #[pyclass(frozen, module = "fastcapa._fastcapa")]
 pub struct Indexer {

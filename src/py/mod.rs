@@ -38,6 +38,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     m.add_function(wrap_pyfunction!(drop_privileges, m)?)?;
     m.add_function(wrap_pyfunction!(transmit::check_topic, m)?)?;
+    m.add_function(wrap_pyfunction!(index::check_kafka, m)?)?;
     m.add("LIBRDKAFKA_VERSION", rdkafka::util::get_rdkafka_version().1)?;
     m.add("RX_COUNTERS", crate::counters::RxCounters::NAMES.to_vec())?;
     m.add("TX_COUNTERS", crate::counters::TxCounters::NAMES.to_vec())?;

@@ -173,6 +173,12 @@ impl TxWorker {
         tx_dict(py, &self.counters)
     }
 
+    /// Why the worker can deliver nothing more (the brokers refused its
+    /// frames for want of a permission), or None while it can.
+    fn error(&self) -> Option<String> {
+        self.control.failure().map(str::to_string)
+    }
+
     /// What the worker has to tell the operator since the last call.
     fn events(&self) -> EventBatch {
         drain_events(&self.events)

@@ -7,6 +7,12 @@
 //! producer until the deadline), or `abort` to stop at once. Whatever it
 //! could not hand over by then is counted: frames left on a lane at [tx],
 //! messages left in the producer at [kaf] (purged, reported as failed).
+//!
+//! A worker whose frames the brokers refuse for want of a permission (the
+//! topic's WRITE, revoked while running) can deliver nothing more: it says
+//! why ([`TxControl::failure`]), for the control plane to stop the capture,
+//! purges its producer (counted at [kaf]) and drops what its lanes still
+//! bring (at [tx]) until it is told to finish.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,6 +39,9 @@ pub trait Produce {
     fn flush(&self, timeout: Duration, stop: impl Fn() -> bool) -> bool;
     /// Fails everything still queued or in flight.
     fn purge(&self);
+    /// Why nothing more can be delivered, once the brokers refused a frame
+    /// for want of a permission (see [`KafkaProducer::denied`]).
+    fn denied(&self) -> Option<String>;
 }
 
 impl Produce for KafkaProducer {
@@ -55,6 +64,9 @@ impl Produce for KafkaProducer {
     }
     fn purge(&self) {
         KafkaProducer::purge(self)
+    }
+    fn denied(&self) -> Option<String> {
+        KafkaProducer::denied(self)
     }
 }
 use crate::ring::{self, LaneReader, Slot, StallFlag};
@@ -202,6 +214,8 @@ pub struct TxControl {
     epoch: std::sync::OnceLock<Instant>,
     /// The worker's thread, unparked when told to finish or abort.
     worker: std::sync::OnceLock<std::thread::Thread>,
+    /// Why the worker can deliver nothing more, if it cannot.
+    failure: std::sync::OnceLock<String>,
 }
 
 impl TxControl {
@@ -230,6 +244,12 @@ impl TxControl {
         if let Some(worker) = self.worker.get() {
             worker.unpark();
         }
+    }
+
+    /// Why the worker can deliver nothing more (the control plane then
+    /// stops the capture), or `None` while it can.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
     }
 
     fn aborted(&self) -> bool {
@@ -281,9 +301,26 @@ pub fn run<P: Produce>(
     };
     let mut batch = Batch::new(config.burst.min(MAX_BATCH));
     let mut stint = Stint::default();
+    let mut denied = false;
     loop {
+        if !denied {
+            if let Some(reason) = producer.denied() {
+                denied = true;
+                let _ = control.failure.set(reason);
+                producer.purge();
+            }
+        }
         let mut moved = 0;
         for lane in &mut lanes {
+            if denied {
+                // Nothing can be delivered: what the lanes bring is dropped
+                // here until the control plane has stopped the capture.
+                let taken = lane.pop_burst(config.burst, |_| {});
+                bump(&counters.dequeued, taken as u64);
+                bump(&counters.dropped, taken as u64);
+                moved += taken;
+                continue;
+            }
             // The partition of this burst, for batch partitioning.
             let fixed = match &config.partitioning {
                 Partitioning::Batch { partitions, .. } => partitions[stint.index],

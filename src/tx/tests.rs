@@ -12,8 +12,9 @@ use crate::events::{EventKind, EventLog};
 use crate::producer::{Batch, Offer};
 use crate::ring::{ring, RingWriter};
 
-/// A producer whose queue is full while `full` is set, and which refuses
-/// values longer than `refuse_over` bytes for good.
+/// A producer whose queue is full while `full` is set, which refuses
+/// values longer than `refuse_over` bytes for good, and which says it can
+/// deliver nothing more once `denied` holds a reason.
 #[derive(Default)]
 struct Fake {
     full: AtomicBool,
@@ -22,6 +23,8 @@ struct Fake {
     /// message queued.
     queued: Mutex<Vec<(u64, usize, Option<u32>)>>,
     purged: AtomicBool,
+    /// Set: the brokers refused a frame for want of a permission.
+    denied: Mutex<Option<String>>,
 }
 
 impl Fake {
@@ -81,6 +84,10 @@ impl Produce for Arc<Fake> {
 
     fn purge(&self) {
         self.purged.store(true, Ordering::Relaxed);
+    }
+
+    fn denied(&self) -> Option<String> {
+        self.denied.lock().unwrap().clone()
     }
 }
 
@@ -243,6 +250,33 @@ fn an_abort_while_kafka_is_full_stops_at_once_and_counts_the_rest() {
         "every frame accounted"
     );
     assert_eq!(produced, 0);
+}
+
+#[test]
+fn a_denied_permission_stops_the_worker_and_every_frame_is_counted() {
+    let mut w = Worker::start(Some(Duration::from_millis(100)), Fake::default());
+    w.push(0, 5, 60, 60);
+    eventually("5 produced", || w.counts() == (5, 5, 0));
+    assert_eq!(w.control.failure(), None);
+    *w.fake.denied.lock().unwrap() = Some("topic t: refused".into());
+    // The worker notices at its next wake, purges its producer...
+    w.push(5, 3, 60, 60);
+    eventually("the failure said", || w.control.failure().is_some());
+    assert_eq!(w.control.failure(), Some("topic t: refused"));
+    eventually("purged", || w.fake.purged.load(Ordering::Relaxed));
+    // ...and drops what its lanes bring until it is told to finish.
+    w.push(8, 4, 60, 60);
+    w.push(12, 2, 150, 1500);
+    eventually("all taken", || w.counts().0 == 14);
+    let fake = w.fake.clone();
+    let (dequeued, produced, dropped) = w.finish(Duration::from_secs(1));
+    assert_eq!(dequeued, 14);
+    assert_eq!(produced + dropped, 14, "every frame accounted");
+    assert!(
+        dropped >= 6,
+        "at least those pushed after the failure: {dropped}"
+    );
+    assert_eq!(fake.queued.lock().unwrap().len() as u64, produced);
 }
 
 fn owned(count: u32, worker: usize, workers: usize) -> Vec<i32> {

@@ -40,7 +40,7 @@ use self::work::Work;
 use crate::counters::IndexSnapshot;
 use crate::kafka::config::{bootstrap, client_config, create};
 use crate::kafka::message::Msg;
-use crate::kafka::ClientError;
+use crate::kafka::{reach, ClientError};
 
 /// What the operator asked for.
 #[derive(Debug, Clone)]
@@ -132,12 +132,20 @@ impl Indexer {
         );
         let producer: BaseProducer<AckContext> =
             create(&producer_config, AckContext::default(), "producer")?;
-        let metadata = consumer
-            .fetch_metadata(Some(&cfg.topic), cfg.timeout)
-            .map_err(|e| {
-                let kept = consumer.context().last_error.take();
-                ClientError::unreachable(&bootstrap, cfg.timeout, kept, &e)
-            })?;
+        // Before the group is joined nothing but errors waits on its queue.
+        let serve = || {
+            for _ in 0..64 {
+                let _ = consumer.poll(Duration::ZERO);
+            }
+        };
+        let metadata = reach::answer(
+            consumer.client(),
+            &consumer_config,
+            Some(&cfg.topic),
+            cfg.timeout,
+            &consumer.context().last_error,
+            serve,
+        )?;
         let partitions: Vec<i32> = metadata
             .topics()
             .iter()
