@@ -43,7 +43,8 @@ from fastcapa.errors import ConfigError
 from fastcapa.signals import SignalLatch
 from fastcapa.stats import READ_PASSES, Reporter, Snapshot, in_pipeline_order
 
-# Main-loop tick: how often the control plane looks at its workers.
+# Main-loop tick: how often the control plane looks at its workers (more
+# often when the statistics interval asks for it).
 TICK = 0.05
 # Largest transmit-ring slot: frames up to this are copied without growing it
 # (the extension's own figure, which config.py's memory budget uses too).
@@ -341,9 +342,10 @@ class Pipeline:
                 receiver.start()
             started = time.monotonic()
             tick = _Tick(self, reporter, settings.stats_interval)
+            wait = min(TICK, settings.stats_interval)
             # Phase 1: take frames until the source ends, we are told to
             # stop, or a transmit worker can deliver nothing more.
-            while not self._receivers_joined(TICK):
+            while not self._receivers_joined(wait):
                 if (
                     signals.count
                     or (
@@ -359,7 +361,7 @@ class Pipeline:
                 worker.finish(settings.drain_timeout)
             aborted = False
             for worker in self.workers:
-                while not worker.join(TICK):
+                while not worker.join(wait):
                     if signals.count >= 2 and not aborted:
                         for w in self.workers:
                             w.abort()
