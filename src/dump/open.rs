@@ -66,9 +66,12 @@ impl Dump {
             // whatever their bytes, each with a few hundred bytes of
             // bookkeeping; a few read batches' worth keeps up (docs/dump.md).
             ("queued.min.messages", "5000"),
-            // librdkafka waits a whole second before fetching again for a
-            // queue that was full; the engine empties queues in turn.
-            ("fetch.queue.backoff.ms", "10"),
+            // A partition's fetcher, finding its queue full, looks again
+            // only after this (a whole second by default). The engine
+            // empties the queues in turn, a few thousand records at a time,
+            // and waits for a queue it has emptied: at 10 ms those waits
+            // were half of a whole dump's time (docs/performance.md).
+            ("fetch.queue.backoff.ms", "1"),
         ];
         if !cfg.follow {
             // Below the end offsets seen at start the broker always has
@@ -128,6 +131,7 @@ impl Dump {
                 past_end: 0,
                 ranges: VecDeque::new(),
                 position: low,
+                moving: false,
                 low,
                 high,
                 plan: plan.as_ref().map(|p| p.explain.clone()),
@@ -208,6 +212,7 @@ impl Dump {
                 None => self.merge.finish(p),
                 Some(&(first, _)) => {
                     part.position = first;
+                    part.moving = true;
                     self.sources[part.source].reader.start(part.local, first)?;
                 }
             }
