@@ -166,6 +166,29 @@ impl Plan {
         }
     }
 
+    /// Whether `select` may look at `term`'s posting: a term in one of
+    /// the leaves' ranges, or a VLAN TPID's EtherType (what tells tagged
+    /// records from untagged). A slice decoded for this plan needs the
+    /// postings of these terms only.
+    pub fn wants(&self, term: &Term) -> bool {
+        fn any_leaf(node: &Node, term: &Term) -> bool {
+            match node {
+                Node::Leaf(leaf) => leaf
+                    .ranges
+                    .iter()
+                    .any(|(low, high)| low <= term && term <= high),
+                Node::Any(..) => false,
+                Node::And(b) | Node::Or(b) => b.children.iter().any(|c| any_leaf(c, term)),
+            }
+        }
+        match &self.root {
+            Root::NoFilter | Root::Unread(_) => false,
+            Root::Node(node) => {
+                matches!(term, Term::EtherType(t) if VLAN_TPIDS.contains(t)) || any_leaf(node, term)
+            }
+        }
+    }
+
     /// True when the plan cannot narrow anything (no filter, or nothing
     /// understood at the top).
     pub fn selects_everything(&self) -> bool {

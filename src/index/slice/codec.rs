@@ -223,6 +223,38 @@ impl<'a> Reader<'a> {
     }
 }
 
+impl Reader<'_> {
+    /// Reads past a posting in either form without building it: a list's
+    /// entries are only counted, a bitmap is deserialized (bounds and
+    /// structure checked) and dropped.
+    fn skip_posting(&mut self) -> Result<(), SliceFormatError> {
+        const WHAT: &str = "a posting list";
+        let form = self.varint128(WHAT)?;
+        if form == 0 {
+            return self.bitmap("a posting").map(drop);
+        }
+        if form & 1 == 0 {
+            return Err(SliceFormatError(format!("posting form {form}")));
+        }
+        let count = form >> 1;
+        if count > self.bytes.len() as u128 {
+            return Err(SliceFormatError(format!("truncated in {WHAT}")));
+        }
+        for _ in 0..count {
+            // An entry ends at its first byte with bit 7 clear, within the
+            // five bytes a 32-bit number takes.
+            match self.bytes.iter().take(5).position(|b| b & 0x80 == 0) {
+                Some(last) => self.bytes = &self.bytes[last + 1..],
+                None if self.bytes.len() < 5 => {
+                    return Err(SliceFormatError(format!("truncated in {WHAT}")))
+                }
+                None => return Err(SliceFormatError(format!("{WHAT}: a number past 32 bits"))),
+            }
+        }
+        Ok(())
+    }
+}
+
 pub(super) fn write_bitmap(bitmap: &RoaringBitmap, out: &mut Vec<u8>) {
     bitmap
         .serialize_into(out)
@@ -330,9 +362,21 @@ impl Slice {
     /// position that is not present or is unparsed, terms out of order,
     /// bytes left over), is refused.
     pub fn decode(bytes: &[u8]) -> Result<Slice, SliceFormatError> {
+        Self::decode_for(bytes, |_| true)
+    }
+
+    /// As [`Slice::decode`], keeping only the postings of the terms `wanted`
+    /// takes: the others are read past, not built (a query needs the
+    /// postings of its own terms; building all of them was most of the
+    /// cost of reading an index). What is read past is checked for its
+    /// bounds, not for its positions.
+    pub fn decode_for(
+        bytes: &[u8],
+        wanted: impl FnMut(&Term) -> bool,
+    ) -> Result<Slice, SliceFormatError> {
         let mut r = Reader { bytes };
         let head = Self::read_head(&mut r)?;
-        Self::read_rest(r, head)
+        Self::read_rest(r, head, wanted)
     }
 
     /// What a slice covers and its block times, without its postings: a
@@ -422,7 +466,11 @@ impl Slice {
         })
     }
 
-    fn read_rest(mut r: Reader<'_>, head: SliceHead) -> Result<Slice, SliceFormatError> {
+    fn read_rest(
+        mut r: Reader<'_>,
+        head: SliceHead,
+        mut wanted: impl FnMut(&Term) -> bool,
+    ) -> Result<Slice, SliceFormatError> {
         let SliceHead { meta, blocks } = head;
         let records = meta.records;
         let span = (meta.end_offset - meta.base_offset) as u64;
@@ -460,6 +508,10 @@ impl Slice {
                     .ok_or_else(|| SliceFormatError("a term past 128 bits".into()))?;
                 next = value.checked_add(1);
                 let term = join_term(kind, value)?;
+                if !wanted(&term) {
+                    r.skip_posting()?;
+                    continue;
+                }
                 let bitmap = r.posting()?;
                 if bitmap.is_empty()
                     || !bitmap.is_subset(&present)

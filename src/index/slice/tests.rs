@@ -426,6 +426,21 @@ proptest! {
         prop_assert_eq!(round_trip(&s), s);
     }
 
+    /// Decoded for some terms: the same slice with only their postings,
+    /// whichever form the others were written in.
+    #[test]
+    fn decode_for_keeps_the_wanted_postings_only(s in any_slice(), salt in any::<u64>()) {
+        let wanted = |term: &Term| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&(term, salt), &mut h);
+            std::hash::Hasher::finish(&h).is_multiple_of(3)
+        };
+        let got = Slice::decode_for(&encoded(&s), wanted).expect("a valid encoding");
+        let mut expected = s.clone();
+        expected.postings.retain(|term, _| wanted(term));
+        prop_assert_eq!(got, expected);
+    }
+
     #[test]
     fn decode_never_panics_on_random_bytes(
         bytes in prop::collection::vec(any::<u8>(), 0..400),
@@ -453,6 +468,10 @@ proptest! {
         }
         let _ = Slice::decode(&bytes);
         let _ = Slice::decode(&bytes[..cut.index(bytes.len())]);
+        // Reading past every posting, or every other one.
+        let mut every_other = false;
+        let _ = Slice::decode_for(&bytes, |_| false);
+        let _ = Slice::decode_for(&bytes, |_| { every_other = !every_other; every_other });
     }
 }
 
