@@ -147,6 +147,8 @@ struct Part {
     ranges: VecDeque<(i64, i64)>,
     /// The next offset the reader will hand over.
     position: i64,
+    /// The reader was sent to a new offset and nothing has arrived since.
+    moving: bool,
     /// The offsets the partition held at start.
     low: i64,
     high: i64,
