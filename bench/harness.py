@@ -33,6 +33,7 @@ CACHE = ROOT / ".work" / "bench"
 RESULTS = ROOT / "bench" / "results"
 PLOTS = ROOT / "bench" / "plots"
 CEILING = ROOT / "bench" / "ceiling" / "target" / "release" / "fastcapa-ceiling"
+READ_FLOOR = CEILING.with_name("fastcapa-read-floor")
 
 
 def producer_settings() -> dict[str, str]:

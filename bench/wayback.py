@@ -241,6 +241,24 @@ def replay_seconds(bootstrap: str, topic: str, path: Path) -> float:
     return seconds
 
 
+def read_floor(bootstrap: str, topic: str) -> dict:
+    """librdkafka alone reading the whole topic and doing nothing with it
+    (bench/ceiling's fastcapa-read-floor, at librdkafka's default settings):
+    the floor under the dump's and the indexer's reading. Timed from the
+    start of reading to the last record, as the whole dump is."""
+    import harness
+
+    proc = subprocess.run(
+        [str(harness.READ_FLOOR), bootstrap, topic],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"read floor exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
 def index_cmd(bootstrap: str, topic: str) -> list[str]:
     return [
         sys.executable, "-m", "fastcapa", "index", "-t", topic, "-k", bootstrap,
@@ -427,6 +445,7 @@ def scenario(
             print(f"bench: wayback {i + 1}/{repeat}: dumps", file=sys.stderr, flush=True)
             base = {"topic": topic, "bootstrap": broker.bootstrap}
             whole = run_child(base)
+            floor = read_floor(broker.bootstrap, topic)
             index_first = i % 2 == 0
             needle = pair(
                 {**base, "filter": NEEDLE_FILTER}, topic, outputs, f"needle{i}", index_first
@@ -445,6 +464,8 @@ def scenario(
             drop(broker, topic)
         if whole["written"] != frames:
             raise RuntimeError(f"the dump wrote {whole['written']} of {frames} frames")
+        if floor["frames"] != frames:
+            raise RuntimeError(f"the read floor read {floor['frames']} of {frames} frames")
         for label, result in (("needle", needle), ("window", part)):
             if not result["identical"] or result["index"]["written"] != result["scan"]["written"]:
                 mismatches.append(describe_mismatch(label, result, path, window))
@@ -467,6 +488,14 @@ def scenario(
                 "dump_peak_rss_mb": whole["peak_rss_mb"],
                 "dump_out_of_order": whole["out_of_order"],
                 "dump_vs_replay": round(built["replay_s"] / whole["seconds"], 3),
+                "floor_s": floor["seconds"],
+                "floor_fps": round(frames / floor["seconds"]),
+                "floor_cpu_s": floor["cpu_s"],
+                "floor_peak_rss_mb": floor["peak_rss_mb"],
+                "floor_vs_replay": round(built["replay_s"] / floor["seconds"], 3),
+                "dump_vs_floor": round(floor["seconds"] / whole["seconds"], 3),
+                "dump_cpu_vs_floor": round(whole["cpu_s"] / floor["cpu_s"], 3),
+                "index_vs_floor": round(floor["seconds"] / built["index_s"], 3),
                 # The window scanned, as this figure always was (no index).
                 "window_s": part["scan"]["seconds"],
                 "window_open_s": part["scan"]["open_s"],
@@ -512,6 +541,12 @@ def scenario(
         "replay_fps": round(median("replay_fps")),
         "dump_fps": round(median("dump_fps")),
         "dump_vs_replay": median("dump_vs_replay"),
+        "floor_fps": round(median("floor_fps")),
+        "floor_vs_replay": median("floor_vs_replay"),
+        "dump_vs_floor": median("dump_vs_floor"),
+        "dump_cpu_vs_floor": median("dump_cpu_vs_floor"),
+        "index_vs_floor": median("index_vs_floor"),
+        "floor_peak_rss_mb": round(median("floor_peak_rss_mb"), 1),
         "window_s": median("window_s"),
         "window_vs_dump": median("window_vs_dump"),
         "dump_peak_rss_mb": round(median("dump_peak_rss_mb"), 1),
@@ -606,6 +641,19 @@ def markdown(result: dict) -> list[str]:
         f"{int(result['window_read']):,} | {result['dump_peak_rss_mb']} |",
         "",
     ]
+    if "floor_fps" in result:
+        lines += [
+            "Beside librdkafka alone reading the same topic and doing nothing with the records"
+            " (bench/ceiling's `fastcapa-read-floor`, the library's defaults; same run):",
+            "",
+            "| floor frames/s | floor ÷ replay | dump ÷ floor | dump CPU ÷ floor CPU"
+            " | indexer ÷ floor | floor peak RSS MB |",
+            "|---|---|---|---|---|---|",
+            f"| {result['floor_fps']:,} | {result['floor_vs_replay']:.2f} |"
+            f" {result['dump_vs_floor']:.2f} | {result['dump_cpu_vs_floor']:.2f} |"
+            f" {result['index_vs_floor']:.2f} | {result['floor_peak_rss_mb']} |",
+            "",
+        ]
     index = result.get("index")
     if not index:
         return lines

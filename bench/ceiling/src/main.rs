@@ -22,9 +22,10 @@
 //!
 //!     fastcapa-ceiling FILE BOOTSTRAP TOPIC [key=value ...]
 
-use std::ffi::{c_void, CStr, CString};
+use std::ffi::{c_void, CStr};
 use std::time::{Duration, Instant};
 
+use fastcapa_ceiling::{cpu_seconds, cstring};
 use rdkafka_sys::bindings as rd;
 
 const BATCH: usize = 256;
@@ -49,10 +50,6 @@ unsafe extern "C" fn on_delivery(
     } else {
         counts.failed += 1;
     }
-}
-
-fn cstring(text: &str) -> CString {
-    CString::new(text).expect("no NUL")
 }
 
 fn main() {
@@ -200,16 +197,4 @@ fn main() {
         rd::rd_kafka_topic_destroy(rkt);
         rd::rd_kafka_destroy(rk);
     }
-}
-
-/// CPU seconds (user + system) this process has used so far.
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
