@@ -75,22 +75,25 @@ def event_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("fastcapa: fcapa-")]
 
 
-def allow(cluster, topic: str, user: str, operation: AclOperation) -> None:
-    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-    acl = AclBinding(
+def _topic_acl(kind, topic: str, user: str, operation: AclOperation):
+    """An AclBinding (or AclBindingFilter) letting `user` do `operation` on
+    `topic` from any host."""
+    return kind(
         ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, f"User:{user}", "*",
         operation, AclPermissionType.ALLOW,
     )  # fmt: skip
+
+
+def allow(cluster, topic: str, user: str, operation: AclOperation) -> None:
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    acl = _topic_acl(AclBinding, topic, user, operation)
     admin.create_acls([acl])[acl].result(30)
 
 
 def revoke(cluster, topic: str, user: str, operation: AclOperation) -> None:
     """Takes back what `allow` gave."""
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-    acl = AclBindingFilter(
-        ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, f"User:{user}", "*",
-        operation, AclPermissionType.ALLOW,
-    )  # fmt: skip
+    acl = _topic_acl(AclBindingFilter, topic, user, operation)
     assert len(admin.delete_acls([acl])[acl].result(30)) == 1
 
 

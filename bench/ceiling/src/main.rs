@@ -25,7 +25,7 @@
 use std::ffi::{c_void, CStr};
 use std::time::{Duration, Instant};
 
-use fastcapa_ceiling::{cpu_seconds, cstring};
+use fastcapa_ceiling::{client, config, cpu_seconds};
 use rdkafka_sys::bindings as rd;
 
 const BATCH: usize = 256;
@@ -58,7 +58,7 @@ fn main() {
         eprintln!("usage: fastcapa-ceiling FILE BOOTSTRAP TOPIC [key=value ...]");
         std::process::exit(2);
     }
-    // The same glibc setting fastcapa's producers make (src/producer.rs,
+    // The same glibc setting fastcapa's producers make (src/producer/memory.rs,
     // keep_freed_memory): librdkafka frees each message when its report is
     // served, and glibc would trim the heap back and fault it in again after
     // every wave. A ceiling that paid for that would be beatable.
@@ -79,53 +79,28 @@ fn main() {
         keys.push(ts_us.to_be_bytes());
     }
     let mut counts = Box::new(Counts::default());
-    let mut error = [0 as std::ffi::c_char; 512];
     // SAFETY: plain librdkafka C API use; every pointer passed is valid for
     // the call, and `counts` outlives the client (destroyed before it).
     unsafe {
-        let conf = rd::rd_kafka_conf_new();
-        let mut set = |key: &str, value: &str| {
-            let (k, v) = (cstring(key), cstring(value));
-            let result =
-                rd::rd_kafka_conf_set(conf, k.as_ptr(), v.as_ptr(), error.as_mut_ptr(), 512);
-            if result != rd::rd_kafka_conf_res_t::RD_KAFKA_CONF_OK {
-                panic!("{key}={value}: {:?}", CStr::from_ptr(error.as_ptr()));
-            }
-        };
-        set("bootstrap.servers", &args[2]);
         // The caller's settings: bench/run.py passes fastcapa's defaults
         // (python/fastcapa/config.py), so both produce alike.
+        let mut settings = vec![("bootstrap.servers", args[2].as_str())];
         let (mut batch_messages, mut batch_bytes) = (10_000usize, 1_000_000usize);
         for setting in &args[4..] {
             let (key, value) = setting.split_once('=').expect("key=value");
-            set(key, value);
+            settings.push((key, value));
             match key {
                 "batch.num.messages" => batch_messages = value.parse().expect("a number"),
                 "batch.size" => batch_bytes = value.parse().expect("a number"),
                 _ => {}
             }
         }
+        let conf = config(&settings);
         rd::rd_kafka_conf_set_dr_msg_cb(conf, Some(on_delivery));
         rd::rd_kafka_conf_set_opaque(conf, &mut *counts as *mut Counts as *mut c_void);
-        let rk = rd::rd_kafka_new(
-            rd::rd_kafka_type_t::RD_KAFKA_PRODUCER,
-            conf,
-            error.as_mut_ptr(),
-            512,
-        );
-        assert!(!rk.is_null(), "{:?}", CStr::from_ptr(error.as_ptr()));
-        let name = cstring(&args[3]);
-        let rkt = rd::rd_kafka_topic_new(rk, name.as_ptr(), std::ptr::null_mut());
         // The partition count, and the topic's leaders known before the clock starts.
-        let mut metadata: *const rd::rd_kafka_metadata = std::ptr::null();
-        let err = rd::rd_kafka_metadata(rk, 0, rkt, &mut metadata, 10_000);
-        assert_eq!(
-            err,
-            rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
-            "metadata"
-        );
-        let partitions = (*(*metadata).topics).partition_cnt.max(1);
-        rd::rd_kafka_metadata_destroy(metadata);
+        let (rk, rkt, partitions) = client(rd::rd_kafka_type_t::RD_KAFKA_PRODUCER, conf, &args[3]);
+        let partitions = partitions.max(1);
 
         let load_cpu_s = cpu_seconds();
         let started = Instant::now();

@@ -27,7 +27,7 @@
 use std::ffi::{c_void, CStr};
 use std::time::{Duration, Instant};
 
-use fastcapa_ceiling::{cpu_seconds, cstring, peak_rss_mb};
+use fastcapa_ceiling::{client, config, cpu_seconds, cstring, peak_rss_mb};
 use rdkafka_sys::bindings as rd;
 
 #[derive(Default)]
@@ -65,45 +65,24 @@ fn main() {
         eprintln!("usage: fastcapa-read-floor BOOTSTRAP TOPIC [--one-queue] [key=value ...]");
         std::process::exit(2);
     }
-    let mut error = [0 as std::ffi::c_char; 512];
     // SAFETY: plain librdkafka C API use; every pointer passed is valid for
     // the call, and `counts` outlives every consume call that is given it.
     unsafe {
-        let conf = rd::rd_kafka_conf_new();
-        let mut set = |key: &str, value: &str| {
-            let (k, v) = (cstring(key), cstring(value));
-            let result =
-                rd::rd_kafka_conf_set(conf, k.as_ptr(), v.as_ptr(), error.as_mut_ptr(), 512);
-            if result != rd::rd_kafka_conf_res_t::RD_KAFKA_CONF_OK {
-                panic!("{key}={value}: {:?}", CStr::from_ptr(error.as_ptr()));
-            }
-        };
-        set("bootstrap.servers", &args[0]);
-        set("enable.auto.commit", "false");
-        // The callback is handed everything a call has ready.
-        set("consume.callback.max.messages", "0");
+        let mut settings = vec![
+            ("bootstrap.servers", args[0].as_str()),
+            ("enable.auto.commit", "false"),
+            // The callback is handed everything a call has ready.
+            ("consume.callback.max.messages", "0"),
+        ];
         for setting in &args[2..] {
-            let (key, value) = setting.split_once('=').expect("key=value");
-            set(key, value);
+            settings.push(setting.split_once('=').expect("key=value"));
         }
-        let rk = rd::rd_kafka_new(
+        let (rk, rkt, partitions) = client(
             rd::rd_kafka_type_t::RD_KAFKA_CONSUMER,
-            conf,
-            error.as_mut_ptr(),
-            512,
+            config(&settings),
+            &args[1],
         );
-        assert!(!rk.is_null(), "{:?}", CStr::from_ptr(error.as_ptr()));
         let name = cstring(&args[1]);
-        let rkt = rd::rd_kafka_topic_new(rk, name.as_ptr(), std::ptr::null_mut());
-        let mut metadata: *const rd::rd_kafka_metadata = std::ptr::null();
-        let err = rd::rd_kafka_metadata(rk, 0, rkt, &mut metadata, 10_000);
-        assert_eq!(
-            err,
-            rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
-            "metadata"
-        );
-        let partitions = (*(*metadata).topics).partition_cnt;
-        rd::rd_kafka_metadata_destroy(metadata);
         assert!(partitions > 0, "no such topic");
 
         let mut counts = Box::new(Counts {
