@@ -213,9 +213,9 @@ impl<'a> Reader<'a> {
             let position = next + u64::from(self.varint(WHAT)?);
             let position = u32::try_from(position)
                 .map_err(|_| SliceFormatError(format!("{WHAT}: a position past 32 bits")))?;
-            bitmap
-                .try_push(position)
-                .expect("gaps keep positions rising");
+            // Gaps keep positions rising: `insert` appends (`try_push`
+            // would scan a bitmap container for its largest value first).
+            bitmap.insert(position);
             next = u64::from(position) + 1;
         }
         bitmap.optimize();

@@ -150,7 +150,10 @@ impl SliceBuilder {
             u32::try_from(offset - self.base_offset).expect("a slice spans at most 2^32 offsets");
         self.next_offset = offset + 1;
         self.records += 1;
-        self.present.try_push(position).expect("positions rise");
+        // Positions rise (checked above): `insert` appends. Not `try_push`,
+        // whose check finds a bitmap container's largest value by scanning
+        // it from the end: a tenth of the indexer's CPU.
+        self.present.insert(position);
         let key = match key {
             Some(&[a, b, c, d, e, f, g, h]) => Some(u64::from_be_bytes([a, b, c, d, e, f, g, h])),
             _ => None,
@@ -169,12 +172,12 @@ impl SliceBuilder {
             self.bytes += value.len() as u64;
         }
         let (Some(_), Some(value)) = (key, value) else {
-            self.unparsed.try_push(position).expect("positions rise");
+            self.unparsed.insert(position);
             return;
         };
         self.scratch.clear();
         if !extract::terms(self.linktype, value, &mut self.scratch) {
-            self.unparsed.try_push(position).expect("positions rise");
+            self.unparsed.insert(position);
             return;
         }
         for &term in &self.scratch {
