@@ -120,23 +120,24 @@ impl Work {
     }
 
     /// Encodes a slice and hands it to the producer.
-    pub(super) fn emit(&mut self, partition: i32, builder: SliceBuilder) {
+    pub(super) fn emit(&mut self, partition: i32, mut builder: SliceBuilder) {
         if builder.is_empty() {
             return;
         }
-        let slice = builder.finish();
-        self.counts.unparsed += slice.unparsed.len();
         self.encoded.clear();
-        slice.encode(&mut self.encoded);
+        // Encoded straight from the builder: no bitmap built for the
+        // postings written as lists.
+        let (meta, unparsed) = builder.encode_and_restart(builder.next_offset(), &mut self.encoded);
+        self.counts.unparsed += unparsed;
         // The key names the capture topic too, so a dump pointed at the
         // index of another topic ignores it rather than trust it.
-        let mut key = slice.record_key().to_vec();
+        let mut key = meta.record_key().to_vec();
         key.extend_from_slice(self.cfg.topic.as_bytes());
-        let end_offset = slice.meta.end_offset;
+        let end_offset = meta.end_offset;
         let tag = Box::new(SliceTag {
             partition,
             end_offset,
-            records: slice.meta.records,
+            records: meta.records,
         });
         let mut record = BaseRecord::with_opaque_to(&self.cfg.index_topic, tag)
             .partition(partition.rem_euclid(self.index_partitions))

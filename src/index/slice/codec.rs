@@ -101,22 +101,82 @@ fn write_varint(mut v: u128, out: &mut Vec<u8>) {
 /// byte is 0), the first position, then each gap less one (consecutive
 /// positions cost a zero byte), all LEB128.
 fn write_list(bitmap: &RoaringBitmap, out: &mut Vec<u8>) {
-    write_varint(u128::from(bitmap.len()) << 1 | 1, out);
+    write_list_of(bitmap.len(), bitmap.iter(), out);
+}
+
+/// The list form of `count` rising positions.
+fn write_list_of(count: u64, positions: impl Iterator<Item = u32>, out: &mut Vec<u8>) {
+    write_varint(u128::from(count) << 1 | 1, out);
     let mut next = 0;
-    for p in bitmap {
+    for p in positions {
         write_varint((p - next).into(), out);
         next = p + 1;
     }
 }
 
 fn list_size(bitmap: &RoaringBitmap) -> usize {
-    let mut size = varint_size(bitmap.len() << 1 | 1);
+    list_size_of(bitmap.len(), bitmap.iter())
+}
+
+fn list_size_of(count: u64, positions: impl Iterator<Item = u32>) -> usize {
+    let mut size = varint_size(count << 1 | 1);
     let mut next = 0;
-    for p in bitmap {
+    for p in positions {
         size += varint_size((p - next).into());
         next = p + 1;
     }
     size
+}
+
+/// At most `bitmap.serialized_size()` of the optimized bitmap of rising
+/// `positions`, without building it: per container (positions sharing
+/// their top 16 bits) the smaller of its array or bitmap form and its run
+/// form, under the smaller of roaring's two header layouts.
+pub(super) fn serialized_size_floor(positions: &[u32]) -> usize {
+    let (mut containers, mut data) = (0usize, 0usize);
+    let mut i = 0;
+    while i < positions.len() {
+        let high = positions[i] >> 16;
+        let (mut card, mut runs, mut previous) = (0usize, 0usize, None::<u32>);
+        while let Some(&p) = positions.get(i).filter(|&&p| p >> 16 == high) {
+            if previous.is_none_or(|q| p != q + 1) {
+                runs += 1;
+            }
+            previous = Some(p);
+            card += 1;
+            i += 1;
+        }
+        let dense = if card <= 4096 { 2 * card } else { 8192 };
+        data += dense.min(2 + 4 * runs);
+        containers += 1;
+    }
+    let header = (8 + 8 * containers).min(4 + 4 * containers + containers.div_ceil(8));
+    header + data
+}
+
+/// A posting from its rising positions, in the form
+/// [`PostingForm::Smaller`] picks. Most postings are lists (the many rare
+/// terms); a bitmap is built only when the list might not be the smaller.
+fn write_posting_of(positions: &[u32], out: &mut Vec<u8>) {
+    let count = positions.len() as u64;
+    // As `as_list`: a list when shorter than the bitmap and counting fewer
+    // entries than its bytes; the floor stands for the bitmap's size.
+    let roaring_floor = 1 + serialized_size_floor(positions);
+    if count < roaring_floor as u64
+        && list_size_of(count, positions.iter().copied()) < roaring_floor
+    {
+        write_list_of(count, positions.iter().copied(), out);
+        return;
+    }
+    let mut bitmap =
+        RoaringBitmap::from_sorted_iter(positions.iter().copied()).expect("positions rise");
+    bitmap.optimize();
+    if PostingForm::Smaller.as_list(&bitmap) {
+        write_list(&bitmap, out);
+    } else {
+        out.push(0);
+        write_bitmap(&bitmap, out);
+    }
 }
 
 /// A cursor over the bytes being decoded; every read is checked.
@@ -255,20 +315,74 @@ impl Reader<'_> {
     }
 }
 
+/// The slice's header: meta and block times ([`Slice::encode`]).
+fn write_head(meta: &SliceMeta, blocks: &[Option<(u64, u64)>], out: &mut Vec<u8>) {
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&meta.partition.to_be_bytes());
+    out.extend_from_slice(&meta.base_offset.to_be_bytes());
+    out.extend_from_slice(&meta.end_offset.to_be_bytes());
+    out.extend_from_slice(&meta.records.to_be_bytes());
+    out.extend_from_slice(&meta.bytes.to_be_bytes());
+    out.extend_from_slice(&meta.linktype.to_be_bytes());
+    match (meta.min_key, meta.max_key) {
+        (Some(min), Some(max)) => {
+            out.push(1);
+            out.extend_from_slice(&min.to_be_bytes());
+            out.extend_from_slice(&max.to_be_bytes());
+        }
+        _ => out.push(0),
+    }
+    // Block ranges: 0 for a block without keys, else its smallest key
+    // above the slice's, plus one, then its spread.
+    write_varint(blocks.len() as u128, out);
+    let floor = meta.min_key.unwrap_or(0);
+    for block in blocks {
+        match block {
+            None => write_varint(0, out),
+            Some((lo, hi)) => {
+                write_varint(u128::from(lo.saturating_sub(floor)) + 1, out);
+                write_varint(u128::from(hi.saturating_sub(*lo)), out);
+            }
+        }
+    }
+}
+
+/// The kinds of `terms` (in order) and how many terms each has, as the
+/// encoding lists them.
+fn kind_counts<'t>(terms: impl Iterator<Item = &'t Term>) -> Vec<(u8, u32)> {
+    let mut kinds: Vec<(u8, u32)> = Vec::with_capacity(8);
+    for term in terms {
+        let kind = split_term(term).0;
+        match kinds.last_mut() {
+            Some((last, count)) if *last == kind => *count += 1,
+            _ => kinds.push((kind, 1)),
+        }
+    }
+    kinds
+}
+
 pub(super) fn write_bitmap(bitmap: &RoaringBitmap, out: &mut Vec<u8>) {
     bitmap
         .serialize_into(out)
         .expect("writing to a Vec cannot fail");
 }
 
-impl Slice {
+impl SliceMeta {
     /// The index record's key: partition (u32) then base offset (u64), both
     /// big-endian, so a compacted index topic keeps one slice per start.
     pub fn record_key(&self) -> [u8; 12] {
         let mut key = [0u8; 12];
-        key[..4].copy_from_slice(&(self.meta.partition as u32).to_be_bytes());
-        key[4..].copy_from_slice(&(self.meta.base_offset as u64).to_be_bytes());
+        key[..4].copy_from_slice(&(self.partition as u32).to_be_bytes());
+        key[4..].copy_from_slice(&(self.base_offset as u64).to_be_bytes());
         key
+    }
+}
+
+impl Slice {
+    /// The index record's key ([`SliceMeta::record_key`]).
+    pub fn record_key(&self) -> [u8; 12] {
+        self.meta.record_key()
     }
 
     /// The index record's value (versioned binary form), appended to `out`:
@@ -297,46 +411,10 @@ impl Slice {
     }
 
     pub(super) fn encode_with(&self, out: &mut Vec<u8>, form: PostingForm) {
-        let meta = &self.meta;
-        out.extend_from_slice(MAGIC);
-        out.push(VERSION);
-        out.extend_from_slice(&meta.partition.to_be_bytes());
-        out.extend_from_slice(&meta.base_offset.to_be_bytes());
-        out.extend_from_slice(&meta.end_offset.to_be_bytes());
-        out.extend_from_slice(&meta.records.to_be_bytes());
-        out.extend_from_slice(&meta.bytes.to_be_bytes());
-        out.extend_from_slice(&meta.linktype.to_be_bytes());
-        match (meta.min_key, meta.max_key) {
-            (Some(min), Some(max)) => {
-                out.push(1);
-                out.extend_from_slice(&min.to_be_bytes());
-                out.extend_from_slice(&max.to_be_bytes());
-            }
-            _ => out.push(0),
-        }
-        // Block ranges: 0 for a block without keys, else its smallest key
-        // above the slice's, plus one, then its spread.
-        write_varint(self.blocks.len() as u128, out);
-        let floor = meta.min_key.unwrap_or(0);
-        for block in &self.blocks {
-            match block {
-                None => write_varint(0, out),
-                Some((lo, hi)) => {
-                    write_varint(u128::from(lo.saturating_sub(floor)) + 1, out);
-                    write_varint(u128::from(hi.saturating_sub(*lo)), out);
-                }
-            }
-        }
+        write_head(&self.meta, &self.blocks, out);
         write_bitmap(&self.present, out);
         write_bitmap(&self.unparsed, out);
-        let mut kinds: Vec<(u8, u32)> = Vec::with_capacity(8);
-        for term in self.postings.keys() {
-            let kind = split_term(term).0;
-            match kinds.last_mut() {
-                Some((last, count)) if *last == kind => *count += 1,
-                _ => kinds.push((kind, 1)),
-            }
-        }
+        let kinds = kind_counts(self.postings.keys());
         out.push(kinds.len() as u8);
         let mut postings = self.postings.iter();
         for (kind, count) in kinds {
@@ -569,5 +647,43 @@ impl Slice {
     /// e.g. all IPv4 addresses of a network.
     pub fn range(&self, low: Term, high: Term) -> impl Iterator<Item = (&Term, &RoaringBitmap)> {
         self.postings.range(low..=high)
+    }
+}
+
+impl SliceBuilder {
+    /// Writes the slice built so far to `out`, byte for byte what
+    /// `finish_and_restart(base_offset).encode(out)` writes, and starts the
+    /// next slice at `base_offset`; returns the slice's meta and how many
+    /// of its records are unparsed. Postings written as lists are written
+    /// from their positions: no bitmap is built for them.
+    pub fn encode_and_restart(&mut self, base_offset: i64, out: &mut Vec<u8>) -> (SliceMeta, u64) {
+        let meta = self.meta_and_grouped_hits();
+        self.present.optimize();
+        self.unparsed.optimize();
+        write_head(&meta, &self.blocks, out);
+        write_bitmap(&self.present, out);
+        write_bitmap(&self.unparsed, out);
+        let unparsed = self.unparsed.len();
+        // The terms in order, as the postings of a slice are.
+        let mut order: Vec<usize> = (0..self.terms.len()).collect();
+        order.sort_unstable_by_key(|&id| self.terms[id]);
+        let kinds = kind_counts(order.iter().map(|&id| &self.terms[id]));
+        out.push(kinds.len() as u8);
+        let mut ids = order.iter();
+        for (kind, count) in kinds {
+            out.push(kind);
+            write_varint(count.into(), out);
+            let mut next = 0;
+            for &id in ids.by_ref().take(count as usize) {
+                let value = split_term(&self.terms[id]).1;
+                write_varint(value - next, out);
+                next = value.wrapping_add(1);
+                write_posting_of(self.positions(id), out);
+            }
+        }
+        self.empty();
+        self.base_offset = base_offset;
+        self.next_offset = base_offset;
+        (meta, unparsed)
     }
 }

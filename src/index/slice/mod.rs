@@ -230,6 +230,34 @@ impl SliceBuilder {
 
     /// The slice so far; leaves the builder empty (buffers kept).
     fn build(&mut self) -> Slice {
+        let meta = self.meta_and_grouped_hits();
+        let postings = (0..self.terms.len())
+            .map(|id| {
+                let mut bitmap =
+                    RoaringBitmap::from_sorted_iter(self.positions(id).iter().copied())
+                        .expect("a term's positions rise");
+                bitmap.optimize();
+                (self.terms[id], bitmap)
+            })
+            .collect();
+        let mut present = std::mem::take(&mut self.present);
+        present.optimize();
+        let mut unparsed = std::mem::take(&mut self.unparsed);
+        unparsed.optimize();
+        let blocks = std::mem::take(&mut self.blocks);
+        self.empty();
+        Slice {
+            meta,
+            present,
+            unparsed,
+            postings,
+            blocks,
+        }
+    }
+
+    /// The first half of finishing a slice: its meta, and the hits grouped
+    /// by term id (see [`positions`](Self::positions)).
+    fn meta_and_grouped_hits(&mut self) -> SliceMeta {
         let has_keys = self.min_key <= self.max_key;
         let meta = SliceMeta {
             partition: self.partition,
@@ -241,7 +269,6 @@ impl SliceBuilder {
             max_key: has_keys.then_some(self.max_key),
             linktype: self.linktype,
         };
-
         // Group the hits by term id, positions in push (so rising) order.
         let terms = self.terms.len();
         self.starts.clear();
@@ -261,37 +288,27 @@ impl SliceBuilder {
             self.grouped[*cursor as usize] = position;
             *cursor += 1;
         }
-        let postings = (0..terms)
-            .map(|id| {
-                let positions =
-                    &self.grouped[self.starts[id] as usize..self.starts[id + 1] as usize];
-                let mut bitmap = RoaringBitmap::from_sorted_iter(positions.iter().copied())
-                    .expect("a term's positions rise");
-                bitmap.optimize();
-                (self.terms[id], bitmap)
-            })
-            .collect();
+        meta
+    }
 
-        let mut present = std::mem::take(&mut self.present);
-        present.optimize();
-        let mut unparsed = std::mem::take(&mut self.unparsed);
-        unparsed.optimize();
+    /// Term `id`'s positions, rising (once the hits are grouped).
+    fn positions(&self, id: usize) -> &[u32] {
+        &self.grouped[self.starts[id] as usize..self.starts[id + 1] as usize]
+    }
 
+    /// Forgets the slice's records, keeping the buffers.
+    fn empty(&mut self) {
         self.records = 0;
         self.bytes = 0;
         self.min_key = u64::MAX;
         self.max_key = 0;
+        self.present.clear();
+        self.unparsed.clear();
+        self.blocks.clear();
         self.ids.clear();
         self.terms.clear();
         self.last.clear();
         self.hits.clear();
-        Slice {
-            meta,
-            present,
-            unparsed,
-            postings,
-            blocks: std::mem::take(&mut self.blocks),
-        }
     }
 }
 

@@ -798,3 +798,67 @@ fn measure() {
         per_record(best)
     );
 }
+
+/// The indexer writes slices with `encode_and_restart`: the same bytes as
+/// the slice `finish_and_restart` builds, encoded, over traffic of both
+/// kinds, slices of several sizes, offsets with gaps, records without a
+/// key or a value among them, and stretches of one flow (whose terms'
+/// postings are runs, written as bitmaps).
+#[test]
+fn encode_and_restart_writes_what_finish_then_encode_writes() {
+    for imix in [false, true] {
+        let frames = Frames::generate(&mut Traffic::new(300, 120, 16, imix), 20_000);
+        for per_slice in [1, 7, 1000, 8192] {
+            let (mut built, mut direct) = (SliceBuilder::new(2, 5, 1), SliceBuilder::new(2, 5, 1));
+            let mut offset = 5i64;
+            let (mut expected, mut got) = (Vec::new(), Vec::new());
+            for i in 0..frames.ends.len() {
+                // Every 97th offset skipped; every 89th record has no key,
+                // every 83rd no value.
+                offset += 1 + i64::from(i % 97 == 0);
+                let key = (i % 89 != 0).then(|| key(i as u64));
+                let one_flow = (i / 3000) % 3 == 1;
+                let value = (i % 83 != 0).then(|| frames.get(if one_flow { 0 } else { i }));
+                for b in [&mut built, &mut direct] {
+                    b.push(offset, key.as_ref().map(|k| &k[..]), value);
+                }
+                if (i + 1) % per_slice == 0 || i + 1 == frames.ends.len() {
+                    let next = built.next_offset();
+                    let slice = built.finish_and_restart(next);
+                    expected.clear();
+                    slice.encode(&mut expected);
+                    got.clear();
+                    let (meta, unparsed) = direct.encode_and_restart(next, &mut got);
+                    assert_eq!(meta, slice.meta);
+                    assert_eq!(unparsed, slice.unparsed.len());
+                    assert!(
+                        got == expected,
+                        "imix {imix}, {per_slice} per slice, at {i}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The floor `encode_and_restart` decides a list by never exceeds the
+    /// size of the bitmap it stands for: runs, dense and sparse
+    /// containers, one or several.
+    #[test]
+    fn serialized_size_floor_is_at_most_the_size(
+        spans in prop::collection::vec((0u32..200_000, 1u32..6000, 1u32..4), 0..12),
+    ) {
+        let mut positions: Vec<u32> = spans
+            .iter()
+            .flat_map(|&(start, len, step)| (0..len).map(move |k| start + k * step))
+            .collect();
+        positions.sort_unstable();
+        positions.dedup();
+        let mut bitmap = RoaringBitmap::from_sorted_iter(positions.iter().copied()).unwrap();
+        bitmap.optimize();
+        prop_assert!(super::codec::serialized_size_floor(&positions) <= bitmap.serialized_size());
+    }
+}
