@@ -171,13 +171,21 @@ fn write_posting_of(positions: &[u32], out: &mut Vec<u8>) {
     let mut bitmap =
         RoaringBitmap::from_sorted_iter(positions.iter().copied()).expect("positions rise");
     bitmap.optimize();
-    if PostingForm::Smaller.as_list(&bitmap) {
-        write_list(&bitmap, out);
+    write_posting(&bitmap, PostingForm::Smaller, out);
+}
+
+/// A posting in the form `form` picks for it.
+fn write_posting(bitmap: &RoaringBitmap, form: PostingForm, out: &mut Vec<u8>) {
+    if form.as_list(bitmap) {
+        write_list(bitmap, out);
     } else {
         out.push(0);
-        write_bitmap(&bitmap, out);
+        write_bitmap(bitmap, out);
     }
 }
+
+/// How errors in a posting's list form name it.
+const LIST: &str = "a posting list";
 
 /// A cursor over the bytes being decoded; every read is checked.
 struct Reader<'a> {
@@ -251,28 +259,35 @@ impl<'a> Reader<'a> {
         Err(SliceFormatError(format!("{what}: a number past 32 bits")))
     }
 
-    /// A posting in either form.
-    fn posting(&mut self) -> Result<RoaringBitmap, SliceFormatError> {
-        const WHAT: &str = "a posting list";
-        let form = self.varint128(WHAT)?;
+    /// A posting's form: `None` for a bitmap (which follows), else the
+    /// count of a list's entries, refused before any work when the bytes
+    /// left cannot hold them (each takes a byte at least).
+    fn posting_form(&mut self) -> Result<Option<u128>, SliceFormatError> {
+        let form = self.varint128(LIST)?;
         if form == 0 {
-            return self.bitmap("a posting");
+            return Ok(None);
         }
         if form & 1 == 0 {
             return Err(SliceFormatError(format!("posting form {form}")));
         }
         let count = form >> 1;
-        // Each entry takes a byte at least: a count larger than what is
-        // left is refused before any work.
         if count > self.bytes.len() as u128 {
-            return Err(SliceFormatError(format!("truncated in {WHAT}")));
+            return Err(SliceFormatError(format!("truncated in {LIST}")));
         }
+        Ok(Some(count))
+    }
+
+    /// A posting in either form.
+    fn posting(&mut self) -> Result<RoaringBitmap, SliceFormatError> {
+        let Some(count) = self.posting_form()? else {
+            return self.bitmap("a posting");
+        };
         let mut bitmap = RoaringBitmap::new();
         let mut next = 0u64;
         for _ in 0..count {
-            let position = next + u64::from(self.varint(WHAT)?);
+            let position = next + u64::from(self.varint(LIST)?);
             let position = u32::try_from(position)
-                .map_err(|_| SliceFormatError(format!("{WHAT}: a position past 32 bits")))?;
+                .map_err(|_| SliceFormatError(format!("{LIST}: a position past 32 bits")))?;
             // Gaps keep positions rising: `insert` appends (`try_push`
             // would scan a bitmap container for its largest value first).
             bitmap.insert(position);
@@ -281,34 +296,23 @@ impl<'a> Reader<'a> {
         bitmap.optimize();
         Ok(bitmap)
     }
-}
 
-impl Reader<'_> {
     /// Reads past a posting in either form without building it: a list's
     /// entries are only counted, a bitmap is deserialized (bounds and
     /// structure checked) and dropped.
     fn skip_posting(&mut self) -> Result<(), SliceFormatError> {
-        const WHAT: &str = "a posting list";
-        let form = self.varint128(WHAT)?;
-        if form == 0 {
+        let Some(count) = self.posting_form()? else {
             return self.bitmap("a posting").map(drop);
-        }
-        if form & 1 == 0 {
-            return Err(SliceFormatError(format!("posting form {form}")));
-        }
-        let count = form >> 1;
-        if count > self.bytes.len() as u128 {
-            return Err(SliceFormatError(format!("truncated in {WHAT}")));
-        }
+        };
         for _ in 0..count {
             // An entry ends at its first byte with bit 7 clear, within the
             // five bytes a 32-bit number takes.
             match self.bytes.iter().take(5).position(|b| b & 0x80 == 0) {
                 Some(last) => self.bytes = &self.bytes[last + 1..],
                 None if self.bytes.len() < 5 => {
-                    return Err(SliceFormatError(format!("truncated in {WHAT}")))
+                    return Err(SliceFormatError(format!("truncated in {LIST}")))
                 }
-                None => return Err(SliceFormatError(format!("{WHAT}: a number past 32 bits"))),
+                None => return Err(SliceFormatError(format!("{LIST}: a number past 32 bits"))),
             }
         }
         Ok(())
@@ -348,18 +352,35 @@ fn write_head(meta: &SliceMeta, blocks: &[Option<(u64, u64)>], out: &mut Vec<u8>
     }
 }
 
-/// The kinds of `terms` (in order) and how many terms each has, as the
-/// encoding lists them.
-fn kind_counts<'t>(terms: impl Iterator<Item = &'t Term>) -> Vec<(u8, u32)> {
+/// The postings part of a slice's bytes: how many kinds of term, then per
+/// kind its byte, its term count, and its terms in order (each less the
+/// previous plus one), each followed by its posting, which `write` writes.
+fn write_postings<'t, P>(
+    postings: impl Iterator<Item = (&'t Term, P)> + Clone,
+    mut write: impl FnMut(P, &mut Vec<u8>),
+    out: &mut Vec<u8>,
+) {
     let mut kinds: Vec<(u8, u32)> = Vec::with_capacity(8);
-    for term in terms {
+    for (term, _) in postings.clone() {
         let kind = split_term(term).0;
         match kinds.last_mut() {
             Some((last, count)) if *last == kind => *count += 1,
             _ => kinds.push((kind, 1)),
         }
     }
-    kinds
+    out.push(kinds.len() as u8);
+    let mut postings = postings;
+    for (kind, count) in kinds {
+        out.push(kind);
+        write_varint(count.into(), out);
+        let mut next = 0;
+        for (term, posting) in postings.by_ref().take(count as usize) {
+            let value = split_term(term).1;
+            write_varint(value - next, out);
+            next = value.wrapping_add(1);
+            write(posting, out);
+        }
+    }
 }
 
 pub(super) fn write_bitmap(bitmap: &RoaringBitmap, out: &mut Vec<u8>) {
@@ -414,25 +435,8 @@ impl Slice {
         write_head(&self.meta, &self.blocks, out);
         write_bitmap(&self.present, out);
         write_bitmap(&self.unparsed, out);
-        let kinds = kind_counts(self.postings.keys());
-        out.push(kinds.len() as u8);
-        let mut postings = self.postings.iter();
-        for (kind, count) in kinds {
-            out.push(kind);
-            write_varint(count.into(), out);
-            let mut next = 0;
-            for (term, bitmap) in postings.by_ref().take(count as usize) {
-                let value = split_term(term).1;
-                write_varint(value - next, out);
-                next = value.wrapping_add(1);
-                if form.as_list(bitmap) {
-                    write_list(bitmap, out);
-                } else {
-                    out.push(0);
-                    write_bitmap(bitmap, out);
-                }
-            }
-        }
+        let in_form = |bitmap: &RoaringBitmap, out: &mut Vec<u8>| write_posting(bitmap, form, out);
+        write_postings(self.postings.iter(), in_form, out);
     }
 
     /// Reads what [`encode`](Self::encode) wrote. Anything else, truncated
@@ -667,20 +671,10 @@ impl SliceBuilder {
         // The terms in order, as the postings of a slice are.
         let mut order: Vec<usize> = (0..self.terms.len()).collect();
         order.sort_unstable_by_key(|&id| self.terms[id]);
-        let kinds = kind_counts(order.iter().map(|&id| &self.terms[id]));
-        out.push(kinds.len() as u8);
-        let mut ids = order.iter();
-        for (kind, count) in kinds {
-            out.push(kind);
-            write_varint(count.into(), out);
-            let mut next = 0;
-            for &id in ids.by_ref().take(count as usize) {
-                let value = split_term(&self.terms[id]).1;
-                write_varint(value - next, out);
-                next = value.wrapping_add(1);
-                write_posting_of(self.positions(id), out);
-            }
-        }
+        let postings = order
+            .iter()
+            .map(|&id| (&self.terms[id], self.positions(id)));
+        write_postings(postings, write_posting_of, out);
         self.empty();
         self.base_offset = base_offset;
         self.next_offset = base_offset;
