@@ -202,7 +202,6 @@ pub fn plan_partition(
         ..PartExplain::default()
     };
     let mut ranges: Vec<(i64, i64)> = Vec::new();
-    let everything = plan.selects_everything();
     // Coverage, walked in base-offset order: `covered` is the end of what
     // the slices so far cover (from `low`).
     let mut covered = low;
@@ -224,18 +223,6 @@ pub fn plan_partition(
             continue;
         }
         explain.in_window += 1;
-        // A slice that the plan takes whole (no filter, and its times all in
-        // the window) is read whole: nothing in its postings can narrow it,
-        // so they are not decoded (most of a whole dump's planning).
-        let within = matches!((meta.min_key, meta.max_key), (Some(min), Some(max)) if min >= start && max <= end);
-        if within && everything {
-            if meta.records > 0 {
-                explain.selected += 1;
-                explain.selected_records += u64::from(meta.records);
-                ranges.push((base, stop));
-            }
-            continue;
-        }
         let Ok(slice) = Slice::decode_for(&stored.record, |term| plan.wants(term)) else {
             // Its header read, the rest not: read what it covers whole.
             ranges.push((base, stop));
