@@ -105,6 +105,10 @@ impl Indexer {
                 &[
                     ("group.id", group.as_str()),
                     ("enable.auto.commit", "false"),
+                    // It reads records known to exist; a fetch that waits
+                    // for more (librdkafka's 500 ms) holds back the next
+                    // one, and the indexer with it.
+                    ("fetch.wait.max.ms", "10"),
                 ],
                 &[("max.partition.fetch.bytes", "65536")],
             );

@@ -19,7 +19,7 @@
 //! responsive) and [`Indexer::finish`] at a stop.
 
 use std::collections::HashMap;
-use std::ffi::{c_void, CStr};
+use std::ffi::CStr;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -33,9 +33,11 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 mod clients;
 mod lag;
+mod release;
 mod work;
 
 use self::clients::{AckContext, GroupContext};
+use self::release::{Batch, Releaser};
 use self::work::Work;
 use crate::counters::IndexSnapshot;
 use crate::kafka::config::{bootstrap, client_config, create};
@@ -74,8 +76,11 @@ pub enum IndexError {
 /// One member of the group, from joining to its last commit.
 pub struct Indexer {
     consumer: BaseConsumer<GroupContext>,
-    /// Where the assigned partitions' records arrive (see GroupContext).
-    records: *mut rd::rd_kafka_queue_t,
+    /// The partition whose queue is served first next time (round robin).
+    next_queue: usize,
+    /// The messages of one queue's serving.
+    batch: Batch,
+    releaser: Releaser,
     /// Reads the newest record of lagging partitions (`measure_lag`).
     probe: Option<BaseConsumer<GroupContext>>,
     work: Work,
@@ -86,13 +91,15 @@ pub struct Indexer {
     done: bool,
 }
 
-/// Most records one serving of the record queue hands over.
-const READ_BATCH: &str = "4096";
+/// Most records one serving of a partition's queue hands over.
+const READ_BATCH: usize = 4096;
+
+/// Longest wait on one partition's queue when none had records.
+const IDLE_WAIT: Duration = Duration::from_millis(10);
 
 impl Indexer {
     /// Connects both clients, finds both topics, joins the group.
     pub fn open(cfg: IndexerConfig) -> Result<Indexer, IndexError> {
-        let read_batch = READ_BATCH.to_string();
         let consumer_config = client_config(
             &cfg.settings,
             &[
@@ -103,20 +110,17 @@ impl Indexer {
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("enable.partition.eof", "true"),
-                ("consume.callback.max.messages", read_batch.as_str()),
             ],
-            // Bigger fetches than librdkafka's defaults: the indexer reads
-            // whole partitions from end to end, like a dump with no window.
-            // Every partition's records share one queue, whose length each
-            // partition's fetcher takes for its own: a queue "full" at
-            // queued.min.messages makes it wait fetch.queue.backoff.ms (a
-            // second by default) before fetching again.
+            // Each partition's queue is served on its own (see
+            // PartitionQueue), so these are per partition. librdkafka's
+            // fetch sizes; fewer records held than its 100000 (5000 starved
+            // the reader, 100000 read slower); and a partition's fetcher that
+            // found its queue full looks again after 1 ms, not a second
+            // (docs/performance.md).
             &[
-                ("fetch.max.bytes", "52428800"),
-                ("max.partition.fetch.bytes", "4194304"),
-                ("queued.max.messages.kbytes", "131072"),
-                ("queued.min.messages", "200000"),
-                ("fetch.queue.backoff.ms", "10"),
+                ("queued.max.messages.kbytes", "16384"),
+                ("queued.min.messages", "20000"),
+                ("fetch.queue.backoff.ms", "1"),
                 // A fetch holding only partitions at their end (the others
                 // held back while the queue is full) waits this long for
                 // new records before the others are asked for again:
@@ -184,20 +188,21 @@ impl Indexer {
                 })?;
             targets.push((p, high));
         }
-        // SAFETY: a queue of this client, destroyed in Drop before it.
-        let records = unsafe { rd::rd_kafka_queue_new(consumer.client().native_ptr()) };
-        if records.is_null() {
-            return Err(IndexError::Kafka(
-                "cannot make the indexer's record queue".to_string(),
-            ));
-        }
-        consumer.context().records.store(records, Ordering::Release);
+        let releaser = Releaser::start(READ_BATCH).map_err(|e| {
+            IndexError::Kafka(format!("cannot start the indexer's releasing thread: {e}"))
+        })?;
+        consumer
+            .context()
+            .takes_queues
+            .store(true, Ordering::Release);
         consumer
             .subscribe(&[&cfg.topic])
             .map_err(|e| IndexError::Kafka(format!("cannot join group {}: {e}", cfg.group)))?;
         Ok(Indexer {
             consumer,
-            records,
+            next_queue: 0,
+            batch: Batch(Vec::with_capacity(READ_BATCH)),
+            releaser,
             probe: None,
             work: Work {
                 cfg,
@@ -220,7 +225,7 @@ impl Indexer {
         let deadline = Instant::now() + budget;
         loop {
             // The consumer queue: rebalances, errors, and records fetched
-            // before their partition's records were sent to our queue.
+            // before their partition's queue was taken.
             while let Some(event) = self.consumer.poll(Duration::ZERO) {
                 match event {
                     Ok(message) => self.work.take(
@@ -255,59 +260,89 @@ impl Indexer {
         }
     }
 
-    /// Hands one batch of our queue's records to the slices (waiting up to
-    /// `wait` for the first); how many it handed.
+    /// Hands a batch of each assigned partition's queued records to the
+    /// slices, waiting up to `wait` if none had any; how many it handed.
     fn serve_records(&mut self, wait: Duration) -> Result<usize, IndexError> {
-        struct Visit<'w> {
-            work: &'w mut Work,
-            error: Option<String>,
+        // The handles stay valid through the calls: only a rebalance (served
+        // in consumer.poll) or Drop releases them.
+        let queues: Vec<*mut rd::rd_kafka_queue_t> = lock(&self.consumer.context().queues)
+            .iter()
+            .map(|q| q.queue)
+            .collect();
+        let mut served = 0;
+        let mut error = None;
+        let first = self.next_queue % queues.len().max(1);
+        for &queue in queues[first..].iter().chain(&queues[..first]) {
+            served += self.serve_queue(queue, 0, &mut error);
         }
-        unsafe extern "C" fn visit(message: *mut rd::rd_kafka_message_t, opaque: *mut c_void) {
-            // SAFETY: `opaque` is the `Visit` below, alive and not otherwise
-            // borrowed during the call; librdkafka lends `message` for the
-            // duration of this callback only.
-            let (visit, m) = unsafe { (&mut *(opaque as *mut Visit<'_>), &*message) };
+        self.next_queue = first + 1;
+        if served == 0 && !wait.is_zero() {
+            // Nothing queued anywhere: wait on one partition's queue, a
+            // different one each time, briefly enough that records landing
+            // in another wait no longer than a step.
+            match queues.get(first) {
+                Some(&queue) => {
+                    let millis = wait.min(IDLE_WAIT).as_millis() as i32;
+                    served = self.serve_queue(queue, millis, &mut error);
+                }
+                None => std::thread::sleep(wait.min(IDLE_WAIT)),
+            }
+        }
+        match error {
+            Some(error) => Err(self.read_error(&error)),
+            None => Ok(served),
+        }
+    }
+
+    /// Takes up to a batch of one queue's records (waiting up to `millis`
+    /// for the first), hands them to the slices, then releases them.
+    fn serve_queue(
+        &mut self,
+        queue: *mut rd::rd_kafka_queue_t,
+        millis: i32,
+        error: &mut Option<String>,
+    ) -> usize {
+        let batch = &mut self.batch.0;
+        debug_assert!(batch.is_empty());
+        // SAFETY: a live queue handle and room for READ_BATCH pointers,
+        // which librdkafka fills with messages the caller owns.
+        let taken = unsafe {
+            rd::rd_kafka_consume_batch_queue(queue, millis, batch.as_mut_ptr(), READ_BATCH)
+        };
+        let taken = taken.max(0) as usize;
+        // SAFETY: the first `taken` entries were written by librdkafka.
+        unsafe { batch.set_len(taken) };
+        if taken == 0 {
+            return 0;
+        }
+        for &message in &self.batch.0 {
+            // SAFETY: a message we own until released below.
+            let m = unsafe { &*message };
             use rd::rd_kafka_resp_err_t::*;
             match m.err {
                 RD_KAFKA_RESP_ERR_NO_ERROR => {
-                    // SAFETY: a record librdkafka lends for this callback.
+                    // SAFETY: alive until released below.
                     let record = unsafe { Msg::borrow(m) };
-                    visit.work.take(
+                    self.work.take(
                         record.partition(),
                         record.offset(),
                         record.key(),
                         record.value(),
                     );
                 }
-                RD_KAFKA_RESP_ERR__PARTITION_EOF => visit.work.at_end(m.partition),
+                RD_KAFKA_RESP_ERR__PARTITION_EOF => self.work.at_end(m.partition),
                 err => {
-                    if is_fatal(err.into()) && visit.error.is_none() {
+                    if is_fatal(err.into()) && error.is_none() {
                         // SAFETY: librdkafka's description of an error message.
                         let text = unsafe { CStr::from_ptr(rd::rd_kafka_message_errstr(m)) };
-                        visit.error = Some(text.to_string_lossy().into_owned());
+                        *error = Some(text.to_string_lossy().into_owned());
                     }
                 }
             }
         }
-        let mut state = Visit {
-            work: &mut self.work,
-            error: None,
-        };
-        let millis = wait.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: our queue lives as long as self; `visit` matches the type
-        // behind the opaque pointer, which outlives the call.
-        let served = unsafe {
-            rd::rd_kafka_consume_callback_queue(
-                self.records,
-                millis,
-                Some(visit),
-                &mut state as *mut Visit<'_> as *mut c_void,
-            )
-        };
-        if let Some(error) = state.error {
-            return Err(self.read_error(&error));
-        }
-        Ok(served.max(0) as usize)
+        let done = std::mem::replace(&mut self.batch, self.releaser.empty());
+        self.releaser.release(done);
+        taken
     }
 
     fn read_error(&self, reason: &str) -> IndexError {
@@ -462,12 +497,10 @@ fn is_fatal(code: RDKafkaErrorCode) -> bool {
 
 impl Drop for Indexer {
     fn drop(&mut self) {
-        self.consumer
-            .context()
-            .records
-            .store(std::ptr::null_mut(), Ordering::Release);
-        // SAFETY: made in open, destroyed once, before the client.
-        unsafe { rd::rd_kafka_queue_destroy(self.records) };
+        // The messages and the partitions' queue handles go before the
+        // client they belong to.
+        self.releaser.stop();
+        lock(&self.consumer.context().queues).clear();
     }
 }
 

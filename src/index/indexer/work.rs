@@ -58,18 +58,19 @@ impl Work {
         self.counts.read += 1;
         self.counts.read_bytes += value.map_or(0, |v| v.len() as u64);
         let linktype = self.cfg.linktype;
+        // One look-up of the partition per record, a second only on the
+        // rare paths that write a slice.
         let part = self.parts.entry(partition).or_default();
         // A record that does not follow the slice being built (the group
         // moved the partition back to an earlier committed offset) starts
         // a new slice; the old one is still a true index of what it holds.
-        if part
-            .building
-            .as_ref()
-            .is_some_and(|(b, _)| offset < b.next_offset())
-        {
-            self.close(partition);
-        }
-        let part = self.parts.entry(partition).or_default();
+        let part = match part.building.take_if(|(b, _)| offset < b.next_offset()) {
+            Some((stale, _)) => {
+                self.emit(partition, stale);
+                self.parts.entry(partition).or_default()
+            }
+            None => part,
+        };
         let (builder, _) = part.building.get_or_insert_with(|| {
             (
                 SliceBuilder::new(partition, offset, linktype),
@@ -77,13 +78,15 @@ impl Work {
             )
         });
         builder.push(offset, key, value);
-        part.read_to = Some(offset + 1);
         let full = builder.len() >= self.cfg.slice_records;
+        part.read_to = Some(offset + 1);
         if let Some(ts) = decode_key(key) {
             part.newest_key = Some(part.newest_key.map_or(ts, |n| n.max(ts)));
         }
         if full {
-            self.close(partition);
+            if let Some((builder, _)) = part.building.take() {
+                self.emit(partition, builder);
+            }
         }
     }
 
